@@ -1,0 +1,157 @@
+/**
+ * A loaded pipeline: sessions, tokenizer, scheduler config and the facts read off the graphs that the
+ * render loop needs (input names and dtypes, latent channels, context width, accepted sizes).
+ */
+import { dirname } from 'node:path';
+import type { DeviceConfig } from '../core/config.js';
+import { LoraserveError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { silentLogger } from '../core/logger.js';
+import { parseSchedulerConfig, type SchedulerConfig } from '../diffusion/scheduler-config.js';
+import { inspectSpatialConstraint, inspectVaeScaleFactor } from '../onnx/graph-inspect.js';
+import { OnnxSession, type IoInfo } from '../onnx/runtime.js';
+import { ClipTokenizer } from '../text/clip-tokenizer.js';
+import type { HostDtype } from '../tensor/host-tensor.js';
+import { hashUnetFolder } from './model-hash.js';
+import { checkPipelineFolder, type PipelineFiles } from './pipeline-folder.js';
+
+export interface UnetSignature {
+  sample: string;
+  timestep: string;
+  context: string;
+  output: string;
+  /** float32 or float16 (fp16 exports) for sample and context. */
+  floatType: 'float32' | 'float16';
+  /** float32, float16 or int64 — diffusers' script exports float32 [batch]; older exports int64. */
+  timestepType: HostDtype;
+  /** Rank of the timestep input: 1 = one per batch row, 0 = a scalar. */
+  timestepRank: number;
+  latentChannels: number;
+  contextDim: number;
+  /** Latent height/width must be multiples of this (see graph-inspect.ts). */
+  latentMultipleOf: number;
+}
+
+export interface LoadedModel {
+  files: PipelineFiles;
+  name: string;
+  hash: { sha256: string; short: string };
+  tokenizer: ClipTokenizer;
+  scheduler: SchedulerConfig;
+  textEncoder: OnnxSession;
+  unet: OnnxSession;
+  vaeDecoder: OnnxSession;
+  vaeEncoder?: OnnxSession;
+  unetSig: UnetSignature;
+  /** Latent → pixel factor (8 for SD). */
+  vaeScaleFactor: number;
+  /** Latents are divided by this before the VAE decoder (0.18215 for SD1/SD2). */
+  vaeScalingFactor: number;
+  /** Name of the text encoder's id input and its dtype (int32 in diffusers' export). */
+  textInput: { name: string; type: HostDtype };
+  release(): Promise<void>;
+}
+
+export interface LoadOptions {
+  device: DeviceConfig;
+  logger?: Logger;
+}
+
+function dimOf(info: IoInfo | undefined, axis: number): number | undefined {
+  const d = info?.shape[axis];
+  return typeof d === 'number' && d > 0 ? d : undefined;
+}
+
+function pickInput(session: OnnxSession, names: string[], role: string): IoInfo {
+  for (const n of names) {
+    const i = session.input(n);
+    if (i) return i;
+  }
+  throw new LoraserveError('MODEL_INVALID', `${session.label} has no ${role} input (looked for ${names.join(', ')}; it has ${session.inputs.map((i) => i.name).join(', ')})`);
+}
+
+function unetSignature(unet: OnnxSession, multipleOf: number): UnetSignature {
+  const sample = pickInput(unet, ['sample'], 'latent sample');
+  const timestep = pickInput(unet, ['timestep', 'timesteps', 't'], 'timestep');
+  const context = pickInput(unet, ['encoder_hidden_states', 'context'], 'text context');
+  const problems: string[] = [];
+  if (sample.type !== 'float32' && sample.type !== 'float16') problems.push(`sample is ${sample.type}`);
+  if (!['float32', 'float16', 'int64', 'int32'].includes(String(timestep.type))) problems.push(`timestep is ${timestep.type}`);
+  if (context.type !== sample.type) problems.push(`encoder_hidden_states is ${context.type} but sample is ${sample.type}`);
+  const contextDim = dimOf(context, 2);
+  if (!contextDim) problems.push('encoder_hidden_states has no fixed width');
+  if (problems.length) throw new LoraserveError('MODEL_INVALID', `unet inputs not understood: ${problems.join('; ')}`, { problems });
+  const out = unet.outputs[0];
+  return {
+    sample: sample.name,
+    timestep: timestep.name,
+    context: context.name,
+    output: out.name,
+    floatType: sample.type as 'float32' | 'float16',
+    timestepType: timestep.type as HostDtype,
+    timestepRank: timestep.shape.length,
+    latentChannels: dimOf(sample, 1) ?? dimOf(out, 1) ?? 4,
+    contextDim: contextDim!,
+    latentMultipleOf: multipleOf,
+  };
+}
+
+export async function loadModel(dir: string, opts: LoadOptions): Promise<LoadedModel> {
+  const logger = opts.logger ?? silentLogger;
+  const files = checkPipelineFolder(dir);
+  const t0 = performance.now();
+  const scheduler = parseSchedulerConfig(files.schedulerConfig);
+  const [tokenizer, hash] = await Promise.all([ClipTokenizer.fromFolder(files.tokenizerDir), hashUnetFolder(dirname(files.unet))]);
+  const spatial = inspectSpatialConstraint(files.unet);
+  const vaeScaleFactor = inspectVaeScaleFactor(files.vaeDecoder);
+
+  const sessions: OnnxSession[] = [];
+  const open = async (path: string, label: string) => {
+    const s = await OnnxSession.create(path, { device: opts.device, logger, label });
+    sessions.push(s);
+    return s;
+  };
+  try {
+    const textEncoder = await open(files.textEncoder, 'text_encoder');
+    const unet = await open(files.unet, 'unet');
+    const vaeDecoder = await open(files.vaeDecoder, 'vae_decoder');
+    const vaeEncoder = files.vaeEncoder ? await open(files.vaeEncoder, 'vae_encoder') : undefined;
+    const unetSig = unetSignature(unet, spatial.multipleOf);
+    const textIn = pickInput(textEncoder, ['input_ids'], 'token ids');
+    const rawScaling = files.vaeConfig?.['scaling_factor'];
+    const vaeScalingFactor = typeof rawScaling === 'number' && rawScaling > 0 ? rawScaling : 0.18215;
+    logger.info(
+      {
+        model: files.name,
+        dir: files.dir,
+        provider: unet.provider,
+        hash: hash.short,
+        latentMultipleOf: unetSig.latentMultipleOf,
+        precision: unetSig.floatType,
+        ms: Math.round(performance.now() - t0),
+      },
+      `loaded model ${files.name}`,
+    );
+    return {
+      files,
+      name: files.name,
+      hash,
+      tokenizer,
+      scheduler,
+      textEncoder,
+      unet,
+      vaeDecoder,
+      vaeEncoder,
+      unetSig,
+      vaeScaleFactor,
+      vaeScalingFactor,
+      textInput: { name: textIn.name, type: textIn.type as HostDtype },
+      async release() {
+        await Promise.all(sessions.map((s) => s.release()));
+      },
+    };
+  } catch (e) {
+    await Promise.all(sessions.map((s) => s.release().catch(() => {})));
+    throw e;
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * The render worker thread: owns the onnxruntime sessions (whose run() blocks the thread it runs on) and
+ * renders one request at a time. Cancellation arrives as a flag in shared memory that the render loop
+ * reads between steps, because this thread's event loop does not turn while a step runs.
+ */
+import { parentPort } from 'node:worker_threads';
+import { toLoraserveError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { generate } from '../engine/generate.js';
+import { loadModel, type LoadedModel } from '../engine/model.js';
+import { sizeMultiple } from '../engine/validate.js';
+import type { HostToWorker, WorkerToHost } from './protocol.js';
+
+const port = parentPort;
+if (!port) throw new Error('render-worker must run in a worker thread');
+
+const post = (m: WorkerToHost) => port.postMessage(m);
+
+// Log lines travel to the host, which owns the real logger.
+const forward =
+  (level: 'debug' | 'info' | 'warn' | 'error') =>
+  (o: object | string, m?: string): void =>
+    post({ type: 'log', level, obj: typeof o === 'string' ? {} : (o as Record<string, unknown>), msg: typeof o === 'string' ? o : m ?? '' });
+const logger: Logger = { debug: forward('debug'), info: forward('info'), warn: forward('warn'), error: forward('error') };
+
+let model: LoadedModel | undefined;
+
+async function handle(msg: HostToWorker): Promise<void> {
+  switch (msg.type) {
+    case 'load': {
+      try {
+        if (model) await model.release();
+        model = await loadModel(msg.modelDir, { device: msg.device, logger });
+        post({
+          type: 'loaded',
+          info: {
+            name: model.name,
+            dir: model.files.dir,
+            hash: model.hash.short,
+            sha256: model.hash.sha256,
+            provider: model.unet.provider,
+            sizeMultiple: sizeMultiple(model),
+            precision: model.unetSig.floatType,
+            predictionType: model.scheduler.predictionType,
+          },
+        });
+      } catch (e) {
+        post({ type: 'load-failed', error: toLoraserveError(e, 'MODEL_INVALID').toJSON() });
+      }
+      return;
+    }
+    case 'render': {
+      const flag = msg.cancelFlag;
+      const signal = { get aborted() { return Atomics.load(flag, 0) !== 0; } };
+      try {
+        if (!model) throw toLoraserveError(new Error('no model loaded'), 'MODEL_NOT_LOADED');
+        const result = await generate(model, msg.request, {
+          signal,
+          onProgress: (progress) => post({ type: 'progress', id: msg.id, progress }),
+        });
+        // Copied, not transferred: PNG bytes may sit in a Buffer pool shared with other data.
+        post({ type: 'result', id: msg.id, result });
+      } catch (e) {
+        post({ type: 'failed', id: msg.id, error: toLoraserveError(e, 'INFERENCE_FAILED').toJSON() });
+      }
+      return;
+    }
+    case 'shutdown': {
+      if (model) await model.release();
+      model = undefined;
+      port!.close();
+      return;
+    }
+  }
+}
+
+// One message at a time, in order: a render never overlaps a load.
+let chain: Promise<void> = Promise.resolve();
+port.on('message', (msg: HostToWorker) => {
+  chain = chain.then(() => handle(msg));
+});
