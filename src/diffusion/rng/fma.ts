@@ -39,8 +39,7 @@ const SPLIT = 134217729;
  *
  * The product's rounding error comes exactly from Dekker's TwoProduct and the sum's from TwoSum; the final
  * `s + (t + e)` can differ from a correctly rounded fma only when the exact result sits within ~2^-100
- * relative of a float64 rounding boundary. Checked exhaustively against glibc on every input the Box-Muller
- * kernels use (see test/conformance/rng).
+ * relative of a float64 rounding boundary (not worth exact handling: glibc-mathf.ts rounds to float32 after).
  */
 export function fma64(a: number, b: number, c: number): number {
   const p = a * b;

@@ -112,7 +112,7 @@ export class TorchCpuGenerator {
     const u1 = this.uniform53();
     const u2 = this.uniform53();
     // torch 1.13 writes log(1 - u2), torch 2.x log1p(-u2): 1 - u2 is exact on the 2^-53 grid, so both are
-    // the log of the same number and agree up to libm's last-bit rounding, invisible after float32 rounding.
+    // the log of the same number and agree up to libm's last-bit rounding, which float32 rounding hides almost always.
     const r = Math.sqrt(-2 * Math.log(1 - u2));
     const theta = 2 * Math.PI * u1;
     this.cachedNormal = r * Math.sin(theta);
