@@ -19,16 +19,23 @@ import { LoraserveError } from '../core/errors.js';
 import { buildNoiseTable, type NoiseTableFlavor } from './noise-table.js';
 import type { SchedulerConfig } from './scheduler-config.js';
 import { sampleDdim } from './samplers/ddim.js';
+import { sampleDpm2 } from './samplers/dpm2.js';
+import { sampleDpm2Ancestral } from './samplers/dpm2-ancestral.js';
 import { sampleDpmpp2m } from './samplers/dpmpp-2m.js';
 import { sampleDpmpp2mSde, sampleDpmpp2mSdeHeun } from './samplers/dpmpp-2m-sde.js';
+import { sampleDpmpp2sAncestral } from './samplers/dpmpp-2s-ancestral.js';
+import { sampleDpmpp3mSde } from './samplers/dpmpp-3m-sde.js';
+import { sampleDpmppSde } from './samplers/dpmpp-sde.js';
 import { sampleEuler } from './samplers/euler.js';
 import { sampleEulerAncestral } from './samplers/euler-ancestral.js';
 import { sampleHeun } from './samplers/heun.js';
+import { sampleLcm } from './samplers/lcm.js';
 import { sampleLms } from './samplers/lms.js';
 import { a1111DdimSchedule } from './schedules/a1111-ddim.js';
 import { discreteSchedule } from './schedules/discrete.js';
 import { exponentialSchedule, polyexponentialSchedule } from './schedules/exponential.js';
 import { karrasSchedule } from './schedules/karras.js';
+import { discardPenultimateSigma } from './schedules/plan.js';
 import { sgmUniformSchedule } from './schedules/sgm-uniform.js';
 import { simpleSchedule } from './schedules/simple.js';
 import { uniformSchedule } from './schedules/uniform.js';
@@ -44,12 +51,19 @@ interface SamplerEntry {
   readonly id: string;
   /** A1111's name (also the infotext "Sampler:" value). */
   readonly label: string;
+  /** A1111's aliases (k_…) and ComfyUI's name. */
   readonly aliases: readonly string[];
   readonly run: Sampler;
-  /** What "Automatic" means on A1111 routes. */
+  /** What "Automatic" runs on A1111 routes. */
   readonly a1111Automatic: ResolvedScheduleId;
+  /** A1111's own default schedule option (written into the infotext); absent = "Automatic". */
+  readonly a1111Default?: ScheduleId;
+  /** A1111 runs one extra step and drops the next-to-last σ (its 'discard_next_to_last_sigma' option). */
+  readonly discardPenultimate?: boolean;
   /** Walks diffusers' DDIM endpoints on the discrete schedule. */
   readonly ddim?: boolean;
+  /** Noise the sampler draws from nextNoise per step (0, 1 or 2): informative, for GET /samplers. */
+  readonly noisePerStep: 0 | 1 | 2;
 }
 
 interface ScheduleEntry {
@@ -60,14 +74,20 @@ interface ScheduleEntry {
 }
 
 const SAMPLERS: readonly SamplerEntry[] = [
-  { id: 'euler', label: 'Euler', aliases: ['k_euler'], run: sampleEuler, a1111Automatic: 'uniform' },
-  { id: 'euler_a', label: 'Euler a', aliases: ['k_euler_a', 'k_euler_ancestral', 'euler_ancestral'], run: sampleEulerAncestral, a1111Automatic: 'uniform' },
-  { id: 'heun', label: 'Heun', aliases: ['k_heun'], run: sampleHeun, a1111Automatic: 'uniform' },
-  { id: 'lms', label: 'LMS', aliases: ['k_lms'], run: sampleLms, a1111Automatic: 'uniform' },
-  { id: 'dpmpp_2m', label: 'DPM++ 2M', aliases: ['k_dpmpp_2m'], run: sampleDpmpp2m, a1111Automatic: 'karras' },
-  { id: 'dpmpp_2m_sde', label: 'DPM++ 2M SDE', aliases: ['k_dpmpp_2m_sde'], run: sampleDpmpp2mSde, a1111Automatic: 'exponential' },
-  { id: 'dpmpp_2m_sde_heun', label: 'DPM++ 2M SDE Heun', aliases: ['k_dpmpp_2m_sde_heun'], run: sampleDpmpp2mSdeHeun, a1111Automatic: 'exponential' },
-  { id: 'ddim', label: 'DDIM', aliases: [], run: sampleDdim, a1111Automatic: 'a1111_ddim', ddim: true },
+  { id: 'euler', label: 'Euler', aliases: ['k_euler'], run: sampleEuler, a1111Automatic: 'uniform', noisePerStep: 0 },
+  { id: 'euler_a', label: 'Euler a', aliases: ['k_euler_a', 'k_euler_ancestral', 'euler_ancestral'], run: sampleEulerAncestral, a1111Automatic: 'uniform', noisePerStep: 1 },
+  { id: 'heun', label: 'Heun', aliases: ['k_heun'], run: sampleHeun, a1111Automatic: 'uniform', noisePerStep: 0 },
+  { id: 'lms', label: 'LMS', aliases: ['k_lms'], run: sampleLms, a1111Automatic: 'uniform', noisePerStep: 0 },
+  { id: 'dpm2', label: 'DPM2', aliases: ['k_dpm_2', 'dpm_2'], run: sampleDpm2, a1111Automatic: 'karras', a1111Default: 'karras', discardPenultimate: true, noisePerStep: 0 },
+  { id: 'dpm2_a', label: 'DPM2 a', aliases: ['k_dpm_2_a', 'dpm_2_ancestral'], run: sampleDpm2Ancestral, a1111Automatic: 'karras', a1111Default: 'karras', discardPenultimate: true, noisePerStep: 1 },
+  { id: 'dpmpp_2s_a', label: 'DPM++ 2S a', aliases: ['k_dpmpp_2s_a', 'dpmpp_2s_ancestral'], run: sampleDpmpp2sAncestral, a1111Automatic: 'karras', a1111Default: 'karras', noisePerStep: 1 },
+  { id: 'dpmpp_2m', label: 'DPM++ 2M', aliases: ['k_dpmpp_2m'], run: sampleDpmpp2m, a1111Automatic: 'karras', a1111Default: 'karras', noisePerStep: 0 },
+  { id: 'dpmpp_sde', label: 'DPM++ SDE', aliases: ['k_dpmpp_sde'], run: sampleDpmppSde, a1111Automatic: 'karras', a1111Default: 'karras', noisePerStep: 2 },
+  { id: 'dpmpp_2m_sde', label: 'DPM++ 2M SDE', aliases: ['k_dpmpp_2m_sde'], run: sampleDpmpp2mSde, a1111Automatic: 'exponential', a1111Default: 'exponential', noisePerStep: 1 },
+  { id: 'dpmpp_2m_sde_heun', label: 'DPM++ 2M SDE Heun', aliases: ['k_dpmpp_2m_sde_heun'], run: sampleDpmpp2mSdeHeun, a1111Automatic: 'exponential', a1111Default: 'exponential', noisePerStep: 1 },
+  { id: 'dpmpp_3m_sde', label: 'DPM++ 3M SDE', aliases: ['k_dpmpp_3m_sde'], run: sampleDpmpp3mSde, a1111Automatic: 'exponential', a1111Default: 'exponential', discardPenultimate: true, noisePerStep: 1 },
+  { id: 'ddim', label: 'DDIM', aliases: [], run: sampleDdim, a1111Automatic: 'a1111_ddim', ddim: true, noisePerStep: 0 },
+  { id: 'lcm', label: 'LCM', aliases: ['k_lcm'], run: sampleLcm, a1111Automatic: 'sgm_uniform', noisePerStep: 1 },
 ];
 
 const SCHEDULES: readonly ScheduleEntry[] = [
@@ -97,8 +117,8 @@ scheduleByName.set('automatic', AUTOMATIC);
 for (const s of SCHEDULES) for (const n of namesOf(s)) scheduleByName.set(n, s);
 
 /** For GET /samplers: our id, A1111's name, aliases, and what Automatic means on A1111 routes. */
-export function listSamplers(): { id: string; label: string; aliases: string[]; a1111Automatic: ResolvedScheduleId }[] {
-  return SAMPLERS.map((s) => ({ id: s.id, label: s.label, aliases: [...s.aliases], a1111Automatic: s.a1111Automatic }));
+export function listSamplers(): { id: string; label: string; aliases: string[]; a1111Automatic: ResolvedScheduleId; noisePerStep: number }[] {
+  return SAMPLERS.map((s) => ({ id: s.id, label: s.label, aliases: [...s.aliases], a1111Automatic: s.a1111Automatic, noisePerStep: s.noisePerStep }));
 }
 
 /** For GET /schedulers: "automatic" first, then every schedule. */
@@ -180,15 +200,20 @@ export function resolveSampling(req: SamplingRequest): ResolvedSampling {
     a1111Schedule = schedule.label;
   } else if (schedule === AUTOMATIC) {
     resolved = flavor === 'a1111' ? sampler.a1111Automatic : 'discrete';
-    a1111Schedule = flavor === 'a1111' ? (resolved === 'uniform' ? 'Automatic' : labelOf(resolved)) : labelOf(resolved);
+    // A1111 writes its default's label (DPM++ 2M: "Karras"); samplers without one stay "Automatic".
+    a1111Schedule = flavor === 'a1111' ? (sampler.a1111Default ? labelOf(sampler.a1111Default) : 'Automatic') : labelOf(resolved);
   } else {
     resolved = (schedule as ScheduleEntry).id;
     a1111Schedule = schedule.label;
   }
 
   const entry = sampler;
-  const build = (ctx: ScheduleContext): SigmaPlan =>
-    resolved === 'a1111_ddim' ? a1111DdimSchedule(ctx) : SCHEDULES.find((s) => s.id === resolved)!.build(ctx, entry);
+  const discard = flavor === 'a1111' && entry.discardPenultimate === true;
+  const build = (ctx: ScheduleContext): SigmaPlan => {
+    if (resolved === 'a1111_ddim') return a1111DdimSchedule(ctx);
+    const schedule = SCHEDULES.find((s) => s.id === resolved)!;
+    return discard ? discardPenultimateSigma(schedule.build({ ...ctx, steps: ctx.steps + 1 }, entry)) : schedule.build(ctx, entry);
+  };
   return {
     flavor,
     samplerId: sampler.id,

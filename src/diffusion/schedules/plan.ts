@@ -52,3 +52,18 @@ export function makePlan(p: PlanParts): SigmaPlan {
   };
   return plan;
 }
+
+/**
+ * A1111's discard_next_to_last_sigma (DPM2, DPM2 a, DPM++ 3M SDE): a plan built for n+1 steps without its
+ * next-to-last σ, so the sampler ends with one long step to 0 instead of a tiny one to σ_min.
+ * Upstream: AUTOMATIC1111/stable-diffusion-webui v1.9.4 modules/sd_samplers_kdiffusion.py get_sigmas.
+ */
+export function discardPenultimateSigma(plan: SigmaPlan): SigmaPlan {
+  const n = plan.sigmas.length - 1;
+  if (n < 2) return plan;
+  const sigmas = new Float64Array(n);
+  sigmas.set(plan.sigmas.subarray(0, n - 1));
+  sigmas[n - 1] = plan.sigmas[n];
+  const timesteps = Float64Array.from(sigmas.subarray(0, n - 1), (s) => plan.timestepFor(s));
+  return { ...plan, sigmas, timesteps };
+}
