@@ -13,7 +13,10 @@
  *  - a1111: what A1111 v1.9.4 runs (modules/sd_samplers_kdiffusion.py samplers_k_diffusion 'scheduler'
  *    options): Karras for DPM++ 2M / DPM++ SDE / DPM++ 2S a / DPM2 / DPM2 a, Exponential for DPM++ 2M SDE,
  *    model.get_sigmas (= Uniform) for Euler, Euler a, LMS, Heun; DDIM walks A1111's own timesteps and ignores
- *    the schedule (modules/sd_samplers_timesteps.py). The a1111 flavour uses ldm's noise table.
+ *    the schedule (modules/sd_samplers_timesteps.py). DPM2, DPM2 a and DPM++ 3M SDE drop the next-to-last σ
+ *    as A1111 does. LCM's Automatic is SGM Uniform (A1111's own LCM denoiser grid is not reproduced). The
+ *    a1111 flavour uses ldm's noise table.
+ * A1111 samplers not provided: DPM fast, DPM adaptive, Restart, PLMS, UniPC (→ INVALID_SAMPLER).
  */
 import { LoraserveError } from '../core/errors.js';
 import { buildNoiseTable, type NoiseTableFlavor } from './noise-table.js';
@@ -147,7 +150,11 @@ export interface ResolvedSampling {
   schedule(config: SchedulerConfig, steps: number): SigmaPlan;
   /** Infotext "Sampler:" (A1111's name). */
   readonly a1111Sampler: string;
-  /** Infotext "Schedule type:" as A1111 writes it (its default's label when that is not Uniform). */
+  /**
+   * Infotext "Schedule type:" as A1111 writes it: the selected schedule's label; for Automatic the sampler's
+   * own default ("Karras" for DPM++ 2M) or "Automatic" when it has none (Euler, Euler a, LMS, Heun, DDIM);
+   * "Discrete" for the native flavour's automatic.
+   */
   readonly a1111Schedule: string;
 }
 

@@ -59,27 +59,18 @@ export function diffusersTimesteps(ctx: Pick<ScheduleContext, 'steps' | 'config'
   const { steps: n, config } = ctx;
   const N = config.numTrainTimesteps;
   checkSteps(n, N);
-  let ts: Float64Array;
   switch (config.timestepSpacing) {
     case 'linspace': {
-      const lin = numpyLinspace(0, N - 1, n);
-      ts = mode === 'euler' ? lin.map(f) : lin.map(roundHalfEven);
-      break;
+      const lin = numpyLinspace(0, N - 1, n).reverse();
+      return mode === 'euler' ? lin.map(f) : lin.map(roundHalfEven);
     }
     case 'leading': {
       const ratio = Math.floor(N / n);
-      ts = new Float64Array(n);
-      for (let k = 0; k < n; k++) ts[k] = k * ratio + config.stepsOffset;
-      break;
+      return Float64Array.from({ length: n }, (_, k) => (n - 1 - k) * ratio + config.stepsOffset);
     }
     case 'trailing':
-      ts = numpyArange(N, 0, -N / n)
-        .map(roundHalfEven)
-        .map((t) => t - 1)
-        .reverse();
-      break;
+      return numpyArange(N, 0, -N / n).map((t) => roundHalfEven(t) - 1);
   }
-  return ts.reverse();
 }
 
 /** np.interp(t, arange(N), table) — exact at integer t. */
@@ -87,8 +78,7 @@ function interpSigma(table: Float64Array, t: number): number {
   if (t <= 0) return table[0];
   if (t >= table.length - 1) return table[table.length - 1];
   const j = Math.floor(t);
-  const slope = (table[j + 1] - table[j]) / 1;
-  return slope * (t - j) + table[j];
+  return (table[j + 1] - table[j]) * (t - j) + table[j];
 }
 
 export function discreteSchedule(ctx: ScheduleContext, mode: DiscreteMode = 'euler'): SigmaPlan {
