@@ -12,7 +12,7 @@ import { createNoiseGenerator, type NoiseGenerator } from '../diffusion/rng/inde
 import { resolveSampling } from '../diffusion/registry.js';
 import { formatInfotext } from '../image/infotext.js';
 import { encodePng } from '../image/png.js';
-import { decoderOutputToRgb, latentPreviewRgb } from '../image/pixels.js';
+import { latentPreviewRgb, vaeOutputToRgb } from '../image/pixels.js';
 import type { OnnxSession } from '../onnx/runtime.js';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../tensor/float16.js';
 import type { HostTensor } from '../tensor/host-tensor.js';
@@ -159,7 +159,7 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
         total: n,
         elapsedMs: elapsed,
         etaMs: (elapsed / step) * (n - step),
-        preview: wantPreview ? latentPreviewRgb(denoised.subarray(0, per), C, h, w) : undefined,
+        preview: wantPreview ? latentPreviewRgb(denoised.subarray(0, per), [1, C, h, w]) : undefined,
       });
     },
   });
@@ -174,8 +174,7 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
     const lat = new Float32Array(per);
     for (let i = 0; i < per; i++) lat[i] = x[k * per + i] / model.vaeScalingFactor;
     const dec = await clock.run(model.vaeDecoder, { [model.vaeDecoder.inputs[0].name]: floatTensor(sig.floatType, lat, [1, C, h, w]) });
-    const rgb = decoderOutputToRgb(toFloat32(Object.values(dec)[0]), 1, req.height, req.width)[0];
-    rgbs.push(rgb);
+    rgbs.push(vaeOutputToRgb(toFloat32(Object.values(dec)[0]), [1, 3, req.height, req.width])[0].rgb);
   }
   const tVae = performance.now();
 
@@ -193,7 +192,7 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
       height: req.height,
       modelHash: model.hash.short,
       modelName: model.name,
-      rng: req.rng === 'nv' ? 'NV' : undefined,
+      rng: req.rng === 'nv' ? 'NV' : 'CPU',
       version: VERSION,
     });
     const png = await encodePng(rgbs[k], req.width, req.height, { parameters: infotext });
