@@ -7,6 +7,7 @@
  */
 import type { CancelSignal } from '../core/config.js';
 import { LoraserveError } from '../core/errors.js';
+import { INFOTEXT_VERSION } from '../core/version.js';
 import { cfgCombine, denoisedFromModelOutput, modelInputScale } from '../diffusion/denoiser.js';
 import { createNoiseGenerator, type NoiseGenerator } from '../diffusion/rng/index.js';
 import { resolveSampling } from '../diffusion/registry.js';
@@ -19,8 +20,6 @@ import type { HostTensor } from '../tensor/host-tensor.js';
 import type { LoadedModel } from './model.js';
 import type { RenderHooks, RenderRequest, RenderResult, RenderedImage } from './request.js';
 import { validateRenderRequest } from './validate.js';
-
-const VERSION = 'loraserve';
 
 /** Wraps session runs to account the time spent inside onnxruntime. */
 class OrtClock {
@@ -193,7 +192,7 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
       modelHash: model.hash.short,
       modelName: model.name,
       rng: req.rng === 'nv' ? 'NV' : 'CPU',
-      version: VERSION,
+      version: INFOTEXT_VERSION,
     });
     const png = await encodePng(rgbs[k], req.width, req.height, { parameters: infotext });
     images.push({ png, width: req.width, height: req.height, seed: seeds[k], infotext });

@@ -8,6 +8,19 @@ import type { RngKind } from '../diffusion/rng/index.js';
 /** `native` = our API (schedule "automatic" = diffusers' discrete); `a1111` = A1111-compatible routes. */
 export type SamplingFlavor = 'native' | 'a1111';
 
+/** One LoRA in a request. `te`/`unet` override `weight` for that part; `blocks` scale UNet blocks. */
+export interface LoraSpec {
+  name: string;
+  weight: number;
+  te?: number;
+  unet?: number;
+  /** Block weights: keys `in`, `mid`, `out` or per block (`IN00`…`IN11`, `M00`, `OUT00`…`OUT11`). */
+  blocks?: Record<string, number>;
+}
+
+/** A1111's emphasis modes (modules/sd_emphasis.py). */
+export type EmphasisMode = 'Original' | 'No norm' | 'Ignore';
+
 export interface RenderRequest {
   prompt: string;
   negativePrompt: string;
@@ -22,6 +35,14 @@ export interface RenderRequest {
   width: number;
   height: number;
   batchSize: number;
+  /** LoRAs named in the request (merged with `<lora:…>` tags from the prompt; see docs/ARCHITECTURE.md). */
+  loras?: LoraSpec[];
+  /** A1111 "Clip skip": 1 = last layer (default), 2 = the layer before it, … */
+  clipSkip?: number;
+  /** Emphasis mode for (word:1.2) weights; default 'Original'. */
+  emphasis?: EmphasisMode;
+  /** A1111's "Pad prompt/negative prompt to be same length" option; default off. */
+  padConds?: boolean;
   /** Unscaled initial noise [batch, C, h, w], as diffusers' `latents=` argument; replaces the seeded draw. */
   initialNoise?: Float32Array;
   /** Return the final latents (before the VAE scaling factor is divided out). */

@@ -73,6 +73,8 @@ export class RenderHost {
             resolve();
             break;
           case 'load-failed':
+            // Detach first so the exit that terminate() causes is not reported as a crash.
+            this.worker = null;
             reject(errorFromJSON(m.error));
             void worker.terminate();
             break;
