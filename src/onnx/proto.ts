@@ -251,6 +251,8 @@ export interface WriteModelResult {
   externalBytes: number;
 }
 
+const PROTOBUF_LIMIT = 2 ** 31 - 1;
+
 // Protobuf wire-format bits needed to splice initializers into an encoded ModelProto.
 const MODEL_GRAPH_TAG = (7 << 3) | 2; // ModelProto.graph
 const GRAPH_INITIALIZER_TAG = (5 << 3) | 2; // GraphProto.initializer
@@ -317,7 +319,7 @@ export function writeModel(
   const ext = options.externalData;
   const threshold = ext?.threshold ?? 1024;
   if (ext) resolveExternalLocation(dirname(modelPath), ext.location); // same rule as for reading
-  const headers: Array<{ header: Uint8Array; inlineLength: number; external: boolean }> = [];
+  const headers: Array<{ header: Uint8Array; external: boolean }> = [];
   let externalOffset = 0;
   let graphBodyLength = 0;
   const graphSansInit = onnx.GraphProto.encode({ ...graph, initializer: [] }).finish();
@@ -338,10 +340,17 @@ export function writeModel(
     const header = onnx.TensorProto.encode(headerProto).finish();
     const tensorLength = header.byteLength + (external ? 0 : 1 + varint(length).byteLength + length);
     graphBodyLength += 1 + varint(tensorLength).byteLength + tensorLength;
-    headers.push({ header, inlineLength: external ? -1 : length, external });
+    headers.push({ header, external });
   }
 
   const modelSansGraph = onnx.ModelProto.encode({ ...model, graph: undefined }).finish();
+  const total = modelSansGraph.byteLength + 1 + varint(graphBodyLength).byteLength + graphBodyLength;
+  if (total > PROTOBUF_LIMIT) {
+    // protobuf (and so onnxruntime) cannot parse a message of 2 GiB or more: such models need external data.
+    throw new LoraserveError('INVALID_ARGUMENT', `${modelPath} would be ${total} bytes, over protobuf's 2 GiB limit; write it with externalData`, {
+      bytes: total,
+    });
+  }
   const sink = new FileSink(modelPath);
   const extSink = ext ? new FileSink(join(dirname(modelPath), normalize(ext.location))) : undefined;
   try {
