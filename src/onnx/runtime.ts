@@ -95,7 +95,8 @@ export class OnnxSession {
       if (!support) reason = `onnxruntime-node does not know the '${wanted}' execution provider`;
       else {
         try {
-          const s = await createRaw(source, { ...base, executionProviders: [providerOption(opts.device)] });
+          // ORT logs a failed provider load as an error on stderr; we report it ourselves, once, as a warning.
+          const s = await createRaw(source, { ...base, logSeverityLevel: 4, executionProviders: [providerOption(opts.device)] });
           return new OnnxSession(label, pathOf(source), wanted, s);
         } catch (e) {
           reason = providerFailureReason(wanted, e, support.bundled);

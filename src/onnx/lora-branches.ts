@@ -1,0 +1,118 @@
+/**
+ * Request-time LoRA as a graph rewrite, done once at load: every targeted layer y = f(x; W) gains a
+ * low-rank branch whose factors are graph INPUTS, so each request feeds its own LoRA set and weights:
+ *
+ *   MatMul / Gemm:  y = f(x; W) + (x · A) · B          A [in, R], B [R, out]
+ *   Conv:           y = f(x; W) + conv1x1(conv(x; A), B)   A [R, in, kh, kw] (W's pads/strides), B [out, R, 1, 1]
+ *
+ * R is a symbolic per-layer dimension: the active LoRAs' factors are concatenated along it (the
+ * per-LoRA weight × alpha/rank folded into B), and R = 0 (zero-size feeds) when no LoRA touches a layer.
+ *
+ * Why inputs and not initializers: feeding a value for an initializer that is also a graph input is
+ * silently ignored by onnxruntime-node 1.30, so weights cannot be swapped per run. Why not merge W + ΔW:
+ * that needs a rebuilt session (seconds) per LoRA set — see docs/ARCHITECTURE.md for the measurements.
+ */
+import { LoraserveError } from '../core/errors.js';
+import type { TargetLayer } from './graph-modules.js';
+import { DataType, onnx } from './proto.js';
+
+export interface LoraBranch {
+  /** Position in the plan; feeds are named from it. */
+  index: number;
+  module: string;
+  op: TargetLayer['op'];
+  kind: 'linear' | 'conv';
+  inFeatures: number;
+  outFeatures: number;
+  /** Conv kernel of the down factor (= the layer's kernel); [1, 1] for linear layers. */
+  kernel: [number, number];
+  dtype: 'float32' | 'float16';
+  downInput: string;
+  upInput: string;
+}
+
+export interface LoraBranchPlan {
+  branches: LoraBranch[];
+  byModule: Map<string, LoraBranch>;
+}
+
+export function branchInputNames(index: number): { down: string; up: string } {
+  return { down: `lora.${index}.down`, up: `lora.${index}.up` };
+}
+
+function valueInfo(name: string, elemType: number, dims: Array<number | string>): onnx.IValueInfoProto {
+  return {
+    name,
+    type: { tensorType: { elemType, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
+  };
+}
+
+function copyConvAttributes(node: onnx.INodeProto): onnx.IAttributeProto[] {
+  // Same spatial behaviour as the original conv; the kernel shape follows the down factor's dims.
+  return (node.attribute ?? []).filter((a) => ['pads', 'strides', 'dilations', 'auto_pad'].includes(a.name ?? ''));
+}
+
+/**
+ * Adds a low-rank branch to each layer in `targets` (layers found by discoverTargetLayers on this same
+ * model). Mutates `model` in place and returns the plan that names every new input.
+ */
+export function addLoraBranches(model: onnx.IModelProto, targets: readonly TargetLayer[]): LoraBranchPlan {
+  const graph = model.graph;
+  if (!graph) throw new LoraserveError('MODEL_INVALID', 'model has no graph');
+  const byNode = new Map<string, TargetLayer>();
+  for (const t of targets) byNode.set(t.nodeName, t);
+  const branches: LoraBranch[] = [];
+  const byModule = new Map<string, LoraBranch>();
+  const nodes: onnx.INodeProto[] = [];
+  const inputs: onnx.IValueInfoProto[] = [...(graph.input ?? [])];
+
+  for (const node of graph.node ?? []) {
+    const target = node.name ? byNode.get(node.name) : undefined;
+    if (!target || byModule.has(target.module)) {
+      nodes.push(node);
+      continue;
+    }
+    const index = branches.length;
+    const { down, up } = branchInputNames(index);
+    const elem = target.dtype === 'float16' ? DataType.FLOAT16 : DataType.FLOAT;
+    const rank = `lora_rank_${index}`;
+    const x = node.input![0];
+    const y = node.output![0];
+    const base = `${y}/lora_base`;
+    const prefix = `/${target.module.replace(/\./g, '/')}/lora`;
+    const isConv = target.op === 'Conv';
+    const kernel: [number, number] = target.kernel ?? [1, 1];
+    nodes.push({ ...node, output: [base, ...node.output!.slice(1)] });
+    if (isConv) {
+      inputs.push(valueInfo(down, elem, [rank, target.inFeatures, kernel[0], kernel[1]]));
+      inputs.push(valueInfo(up, elem, [target.outFeatures, rank, 1, 1]));
+      nodes.push({ name: `${prefix}/down/Conv`, opType: 'Conv', input: [x, down], output: [`${y}/lora_mid`], attribute: copyConvAttributes(node) });
+      nodes.push({ name: `${prefix}/up/Conv`, opType: 'Conv', input: [`${y}/lora_mid`, up], output: [`${y}/lora_delta`] });
+    } else {
+      inputs.push(valueInfo(down, elem, [target.inFeatures, rank]));
+      inputs.push(valueInfo(up, elem, [rank, target.outFeatures]));
+      nodes.push({ name: `${prefix}/down/MatMul`, opType: 'MatMul', input: [x, down], output: [`${y}/lora_mid`] });
+      nodes.push({ name: `${prefix}/up/MatMul`, opType: 'MatMul', input: [`${y}/lora_mid`, up], output: [`${y}/lora_delta`] });
+    }
+    nodes.push({ name: `${prefix}/Add`, opType: 'Add', input: [base, `${y}/lora_delta`], output: [y] });
+    const b: LoraBranch = {
+      index,
+      module: target.module,
+      op: target.op,
+      kind: isConv ? 'conv' : 'linear',
+      inFeatures: target.inFeatures,
+      outFeatures: target.outFeatures,
+      kernel,
+      dtype: target.dtype,
+      downInput: down,
+      upInput: up,
+    };
+    branches.push(b);
+    byModule.set(target.module, b);
+  }
+  const missing = targets.filter((t) => !byModule.has(t.module)).map((t) => t.nodeName);
+  if (missing.length) throw new LoraserveError('MODEL_INVALID', `LoRA rewrite found no node for ${missing.slice(0, 5).join(', ')}`, { missing });
+  graph.node = nodes;
+  graph.input = inputs;
+  return { branches, byModule };
+}
