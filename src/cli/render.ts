@@ -6,7 +6,7 @@ import { LoraserveError } from '../core/errors.js';
 import { writeFilesAtomic } from '../core/fs-atomic.js';
 import { consoleLogger } from '../core/logger.js';
 import { parseSeed, randomSeed } from '../diffusion/rng/index.js';
-import type { RenderRequest } from '../engine/request.js';
+import type { LoraSpec, RenderRequest } from '../engine/request.js';
 import { RenderHost } from '../jobs/render-host.js';
 import { readNpy, writeNpy } from '../tensor/npy.js';
 import { num, oneOf, parseFlags, requireStr, str } from './args.js';
@@ -27,6 +27,9 @@ const HELP = `usage: loraserve render --model DIR --prompt TEXT --out FILE.png [
   --out FILE.png         output file; a batch writes FILE-0.png, FILE-1.png, ...
   --latents FILE.npy     initial noise [batch,4,h,w], unscaled (diffusers' latents=)
   --save-latents FILE.npy  write the final latents (before the VAE scaling factor is divided out)
+  --lora NAME:WEIGHT     apply a LoRA from the LoRA folder (repeatable; NAME alone = weight 1;
+                         NAME:TE:UNET sets separate text-encoder and UNet weights)
+  --lora-dir DIR         LoRA folder (default ./loras)
   --device cpu|cuda|webgpu  execution provider (default cpu; falls back to cpu with a warning)
   --device-id N          CUDA device ordinal
   --quiet                no progress lines
@@ -56,7 +59,12 @@ export async function renderCommand(argv: string[]): Promise<number> {
     device: { type: 'string' },
     'device-id': { type: 'string' },
     quiet: { type: 'boolean' },
+    lora: { type: 'string', multiple: true },
+    'lora-dir': { type: 'string' },
   });
+  const loras = ((flags.lora as string[] | undefined) ?? []).map(parseLoraFlag);
+  const loraDir = resolve(str(flags, 'lora-dir', 'loras')!);
+  if (flags['lora-dir'] !== undefined && !existsSync(loraDir)) throw new LoraserveError('INVALID_ARGUMENT', `--lora-dir: folder ${loraDir} does not exist`);
 
   const modelDir = resolve(requireStr(flags, 'model'));
   const out = resolve(requireStr(flags, 'out'));
@@ -107,11 +115,12 @@ export async function renderCommand(argv: string[]): Promise<number> {
     batchSize,
     initialNoise,
     returnLatents: Boolean(saveLatents),
+    loras,
   };
 
   const quiet = Boolean(flags.quiet);
   const logger = consoleLogger(quiet ? 'warn' : 'info');
-  const host = await RenderHost.start(modelDir, device, logger);
+  const host = await RenderHost.start(modelDir, device, logger, { loraDir: existsSync(loraDir) ? loraDir : undefined });
   try {
     const result = await host.render(request, {
       onProgress: quiet ? undefined : (p) => process.stderr.write(`step ${p.step}/${p.total}  eta ${(p.etaMs / 1000).toFixed(1)}s\n`),
@@ -136,4 +145,16 @@ export async function renderCommand(argv: string[]): Promise<number> {
 function checkWritableDir(file: string, flag: string): void {
   const dir = dirname(file);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new LoraserveError('INVALID_ARGUMENT', `--${flag}: folder ${dir} does not exist`);
+}
+
+/** `name`, `name:weight` or `name:te:unet` (numbers may be negative or > 1). */
+function parseLoraFlag(v: string): LoraSpec {
+  const parts = v.split(':');
+  const name = parts[0];
+  const nums = parts.slice(1).map((p) => Number(p));
+  if (!name || parts.length > 3 || nums.some((n, i) => parts[i + 1].trim() === '' || !Number.isFinite(n))) {
+    throw new LoraserveError('INVALID_ARGUMENT', `--lora must be NAME, NAME:WEIGHT or NAME:TE:UNET (got '${v}')`);
+  }
+  if (nums.length === 2) return { name, weight: nums[1], te: nums[0], unet: nums[1] };
+  return { name, weight: nums.length ? nums[0] : 1 };
 }

@@ -17,6 +17,7 @@ import { latentPreviewRgb, vaeOutputToRgb } from '../image/pixels.js';
 import type { OnnxSession } from '../onnx/runtime.js';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../tensor/float16.js';
 import type { HostTensor } from '../tensor/host-tensor.js';
+import type { LoraResolver, ResolvedLoras } from './lora-resolver.js';
 import type { LoadedModel } from './model.js';
 import type { RenderHooks, RenderRequest, RenderResult, RenderedImage } from './request.js';
 import { validateRenderRequest } from './validate.js';
@@ -49,7 +50,7 @@ function checkAborted(signal?: CancelSignal): void {
 }
 
 /** Step 1: prompt and negative prompt → [uncond; cond] embeddings [2, 77, D]. */
-async function encodeText(model: LoadedModel, req: RenderRequest, clock: OrtClock): Promise<{ uncond: Float32Array; cond: Float32Array; seqLen: number }> {
+async function encodeText(model: LoadedModel, req: RenderRequest, clock: OrtClock, loras: ResolvedLoras): Promise<{ uncond: Float32Array; cond: Float32Array; seqLen: number }> {
   const len = model.tokenizer.maxLength;
   const ids = new Int32Array(2 * len);
   ids.set(model.tokenizer.encodeForModel(req.negativePrompt), 0);
@@ -58,7 +59,7 @@ async function encodeText(model: LoadedModel, req: RenderRequest, clock: OrtCloc
     model.textInput.type === 'int64'
       ? { type: 'int64', data: BigInt64Array.from(ids, (v) => BigInt(v)), dims: [2, len] }
       : { type: 'int32', data: ids, dims: [2, len] };
-  const out = await clock.run(model.textEncoder, { [model.textInput.name]: feed });
+  const out = await clock.run(model.textEncoder, { [model.textInput.name]: feed, ...loras.feeds.te });
   const hidden = out['last_hidden_state'] ?? Object.values(out)[0];
   const data = toFloat32(hidden);
   const per = data.length / 2;
@@ -79,9 +80,18 @@ function initialNoise(req: RenderRequest, shape: number[], generators: NoiseGene
   return x;
 }
 
-export async function generate(model: LoadedModel, req: RenderRequest, hooks: RenderHooks = {}): Promise<RenderResult> {
+/**
+ * Renders one request. `loras` resolves the request's LoRA list into branch feeds; without it, a request
+ * that names LoRAs is refused (UNKNOWN_LORA).
+ */
+export async function generate(model: LoadedModel, req: RenderRequest, hooks: RenderHooks = {}, loraResolver?: LoraResolver): Promise<RenderResult> {
   const t0 = performance.now();
   validateRenderRequest(model, req);
+  if (req.loras?.length && !loraResolver) {
+    throw new LoraserveError('UNKNOWN_LORA', `unknown LoRA '${req.loras[0].name}': no LoRA folder is configured`, { name: req.loras[0].name });
+  }
+  const noLoras: ResolvedLoras = { feeds: { unet: model.lora.unet.empty, te: model.lora.te.empty, signature: '' }, hashes: [], ms: 0, cacheHit: true };
+  const loras = loraResolver ? await loraResolver.resolve(req.loras) : noLoras;
   const sampling = resolveSampling({ sampler: req.sampler, scheduler: req.scheduler, flavor: req.flavor });
   const clock = new OrtClock();
   const sig = model.unetSig;
@@ -94,7 +104,7 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
 
   // 1. text
   checkAborted(hooks.signal);
-  const text = await encodeText(model, req, clock);
+  const text = await encodeText(model, req, clock, loras);
   const tText = performance.now();
   const guided = req.cfgScale !== 1;
   const rows = guided ? 2 * B : B;
@@ -132,6 +142,7 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
       [sig.sample]: floatTensor(sig.floatType, sampleBuf, [rows, C, h, w]),
       [sig.timestep]: timestepTensor(sig.timestepType, sig.timestepRank, t, rows),
       [sig.context]: contextTensor,
+      ...loras.feeds.unet,
     });
     unetCalls++;
     const raw = toFloat32(out[sig.output] ?? Object.values(out)[0]);
@@ -192,6 +203,7 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
       modelHash: model.hash.short,
       modelName: model.name,
       rng: req.rng === 'nv' ? 'NV' : 'CPU',
+      loraHashes: loras.hashes.length ? loras.hashes : undefined,
       version: INFOTEXT_VERSION,
     });
     const png = await encodePng(rgbs[k], req.width, req.height, { parameters: infotext });

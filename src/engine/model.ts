@@ -8,10 +8,16 @@ import { LoraserveError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { silentLogger } from '../core/logger.js';
 import { parseSchedulerConfig, type SchedulerConfig } from '../diffusion/scheduler-config.js';
+import type { LoraTarget } from '../lora/index.js';
 import { inspectSpatialConstraint, inspectVaeScaleFactor } from '../onnx/graph-inspect.js';
+import { discoverTargetLayers } from '../onnx/graph-modules.js';
+import { addLoraBranches, type LoraBranchPlan } from '../onnx/lora-branches.js';
+import { materializeModel } from '../onnx/materialize.js';
+import { readModel } from '../onnx/proto.js';
 import { OnnxSession, type IoInfo } from '../onnx/runtime.js';
 import { ClipTokenizer } from '../text/clip-tokenizer.js';
 import type { HostDtype } from '../tensor/host-tensor.js';
+import { emptyFeeds, type FeedSet } from './lora-feeds.js';
 import { hashUnetFolder } from './model-hash.js';
 import { checkPipelineFolder, type PipelineFiles } from './pipeline-folder.js';
 
@@ -32,6 +38,13 @@ export interface UnetSignature {
   latentMultipleOf: number;
 }
 
+/** The LoRA side of one rewritten graph: its branches, its targets as src/lora sees them, zero-rank feeds. */
+export interface LoraGraph {
+  plan: LoraBranchPlan;
+  targets: LoraTarget[];
+  empty: FeedSet;
+}
+
 export interface LoadedModel {
   files: PipelineFiles;
   name: string;
@@ -49,12 +62,16 @@ export interface LoadedModel {
   vaeScalingFactor: number;
   /** Name of the text encoder's id input and its dtype (int32 in diffusers' export). */
   textInput: { name: string; type: HostDtype };
+  /** Low-rank branch inputs added at load (see src/onnx/lora-branches.ts). */
+  lora: { unet: LoraGraph; te: LoraGraph };
   release(): Promise<void>;
 }
 
 export interface LoadOptions {
   device: DeviceConfig;
   logger?: Logger;
+  /** Where rewritten graphs are written (default: a per-user folder in the OS temp dir). */
+  cacheDir?: string;
 }
 
 function dimOf(info: IoInfo | undefined, axis: number): number | undefined {
@@ -106,14 +123,35 @@ export async function loadModel(dir: string, opts: LoadOptions): Promise<LoadedM
   const vaeScaleFactor = inspectVaeScaleFactor(files.vaeDecoder);
 
   const sessions: OnnxSession[] = [];
-  const open = async (path: string, label: string) => {
+  const open = async (path: string | Uint8Array, label: string) => {
     const s = await OnnxSession.create(path, { device: opts.device, logger, label });
     sessions.push(s);
     return s;
   };
+  /** Opens a graph rewritten with a LoRA branch on every targetable layer. */
+  const openWithBranches = async (path: string, label: string, part: 'unet' | 'te'): Promise<{ session: OnnxSession; graph: LoraGraph }> => {
+    const t = performance.now();
+    const { model: proto, dir } = await readModel(path);
+    const layers = discoverTargetLayers(proto);
+    const plan = addLoraBranches(proto, layers);
+    const mat = materializeModel(proto, { modelDir: dir, tag: 'lora', cacheRoot: opts.cacheDir, logger });
+    const session = await open(mat.kind === 'file' ? mat.path : mat.bytes, label);
+    const targets: LoraTarget[] = layers.map((l) => ({
+      part,
+      module: l.module,
+      kind: l.op === 'Conv' ? 'conv' : 'linear',
+      inFeatures: l.inFeatures,
+      outFeatures: l.outFeatures,
+      ...(l.kernel ? { kernel: l.kernel } : {}),
+    }));
+    logger.debug({ component: label, branches: plan.branches.length, materialized: mat.kind === 'file' ? mat.how : 'bytes', ms: Math.round(performance.now() - t) }, `${label}: LoRA branches added`);
+    return { session, graph: { plan, targets, empty: emptyFeeds(plan) } };
+  };
   try {
-    const textEncoder = await open(files.textEncoder, 'text_encoder');
-    const unet = await open(files.unet, 'unet');
+    const te = await openWithBranches(files.textEncoder, 'text_encoder', 'te');
+    const textEncoder = te.session;
+    const un = await openWithBranches(files.unet, 'unet', 'unet');
+    const unet = un.session;
     const vaeDecoder = await open(files.vaeDecoder, 'vae_decoder');
     const vaeEncoder = files.vaeEncoder ? await open(files.vaeEncoder, 'vae_encoder') : undefined;
     const unetSig = unetSignature(unet, spatial.multipleOf);
@@ -146,6 +184,7 @@ export async function loadModel(dir: string, opts: LoadOptions): Promise<LoadedM
       vaeScaleFactor,
       vaeScalingFactor,
       textInput: { name: textIn.name, type: textIn.type as HostDtype },
+      lora: { unet: un.graph, te: te.graph },
       async release() {
         await Promise.all(sessions.map((s) => s.release()));
       },

@@ -31,6 +31,7 @@ const ENTRY = new URL('./worker-entry.mjs', import.meta.url);
 export class RenderHost {
   readonly modelDir: string;
   readonly device: DeviceConfig;
+  readonly loraDir: string | undefined;
   private readonly logger: Logger;
   private worker: Worker | null = null;
   private info: ModelInfo | null = null;
@@ -38,15 +39,16 @@ export class RenderHost {
   private queue: Promise<unknown> = Promise.resolve();
   private closing = false;
 
-  private constructor(modelDir: string, device: DeviceConfig, logger: Logger) {
+  private constructor(modelDir: string, device: DeviceConfig, logger: Logger, loraDir: string | undefined) {
     this.modelDir = modelDir;
     this.device = device;
     this.logger = logger;
+    this.loraDir = loraDir;
   }
 
-  /** Starts a worker thread and loads the model in it. */
-  static async start(modelDir: string, device: DeviceConfig, logger: Logger = silentLogger): Promise<RenderHost> {
-    const host = new RenderHost(modelDir, device, logger);
+  /** Starts a worker thread and loads the model (and the LoRA folder's library, when given) in it. */
+  static async start(modelDir: string, device: DeviceConfig, logger: Logger = silentLogger, opts: { loraDir?: string } = {}): Promise<RenderHost> {
+    const host = new RenderHost(modelDir, device, logger, opts.loraDir);
     await host.spawn();
     return host;
   }
@@ -102,7 +104,7 @@ export class RenderHost {
       };
       worker.on('error', (e) => onDeath(e.message));
       worker.on('exit', (code) => onDeath(`exit code ${code}`));
-      this.send({ type: 'load', modelDir: this.modelDir, device: this.device });
+      this.send({ type: 'load', modelDir: this.modelDir, device: this.device, loraDir: this.loraDir });
     });
   }
 

@@ -7,6 +7,8 @@ import { parentPort } from 'node:worker_threads';
 import { toLoraserveError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { generate } from '../engine/generate.js';
+import { LoraResolver } from '../engine/lora-resolver.js';
+import { LoraLibrary } from '../lora/index.js';
 import { loadModel, type LoadedModel } from '../engine/model.js';
 import { sizeMultiple } from '../engine/validate.js';
 import type { HostToWorker, WorkerToHost } from './protocol.js';
@@ -24,13 +26,19 @@ const forward =
 const logger: Logger = { debug: forward('debug'), info: forward('info'), warn: forward('warn'), error: forward('error') };
 
 let model: LoadedModel | undefined;
+let library: LoraLibrary | undefined;
+let resolver: LoraResolver | undefined;
 
 async function handle(msg: HostToWorker): Promise<void> {
   switch (msg.type) {
     case 'load': {
       try {
         if (model) await model.release();
+        library?.close();
         model = await loadModel(msg.modelDir, { device: msg.device, logger });
+        library = msg.loraDir ? await LoraLibrary.open(msg.loraDir, { logger }) : undefined;
+        library?.watch();
+        resolver = new LoraResolver(model, library, { logger });
         post({
           type: 'loaded',
           info: {
@@ -54,10 +62,12 @@ async function handle(msg: HostToWorker): Promise<void> {
       const signal = { get aborted() { return Atomics.load(flag, 0) !== 0; } };
       try {
         if (!model) throw toLoraserveError(new Error('no model loaded'), 'MODEL_NOT_LOADED');
-        const result = await generate(model, msg.request, {
-          signal,
-          onProgress: (progress) => post({ type: 'progress', id: msg.id, progress }),
-        });
+        const result = await generate(
+          model,
+          msg.request,
+          { signal, onProgress: (progress) => post({ type: 'progress', id: msg.id, progress }) },
+          resolver,
+        );
         // Copied, not transferred: PNG bytes may sit in a Buffer pool shared with other data.
         post({ type: 'result', id: msg.id, result });
       } catch (e) {
@@ -67,6 +77,7 @@ async function handle(msg: HostToWorker): Promise<void> {
     }
     case 'shutdown': {
       if (model) await model.release();
+      library?.close();
       model = undefined;
       port!.close();
       return;
