@@ -148,7 +148,8 @@ export class OnnxSession {
     if (!session) throw new LoraserveError('INTERNAL', `${this.label} session was released`);
     const problems = this.validateFeeds(feeds);
     if (problems.length > 0) {
-      throw new LoraserveError('INFERENCE_FAILED', `${this.label}: invalid inputs: ${problems.join('; ')}`, { component: this.label, problems });
+      const shown = problems.slice(0, 8).join('; ') + (problems.length > 8 ? `; … and ${problems.length - 8} more` : '');
+      throw new LoraserveError('INFERENCE_FAILED', `${this.label}: invalid inputs: ${shown}`, { component: this.label, problems });
     }
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = new ort.Tensor(t.type, t.data, t.dims);

@@ -40,7 +40,7 @@ describe('single model calls vs diffusers', () => {
   test('text encoder last_hidden_state within 1e-4 relative', async () => {
     const refs = tinySd15Refs();
     const ids = refs.i32('te/input_ids');
-    const out = await model.textEncoder.run({ input_ids: { type: 'int32', data: ids.data, dims: ids.shape } });
+    const out = await model.textEncoder.run({ input_ids: { type: 'int32', data: ids.data, dims: ids.shape }, ...model.lora.te.empty });
     const ref = refs.f32('te/last_hidden_state');
     const c = compare(out.last_hidden_state.data as Float32Array, ref.data);
     assert.ok(c.relL2 < 1e-4, `relL2 ${c.relL2}`);
@@ -65,6 +65,7 @@ describe('single model calls vs diffusers', () => {
         sample: { type: 'float32', data: s.data, dims: s.shape },
         timestep: { type: 'float32', data: ts.data, dims: ts.shape },
         encoder_hidden_states: { type: 'float32', data: e.data, dims: e.shape },
+        ...model.lora.unet.empty, // the LoRA branches at rank 0: exactly the base model
       });
       const c = compare(out.out_sample.data as Float32Array, refs.f32(`unet/out_${t}_nolora`).data);
       assert.ok(c.relL2 < 1e-4, `relL2 ${c.relL2}`);
