@@ -1,0 +1,124 @@
+/**
+ * bench/lora: the cost of request-time LoRA, measured in one run on a generated model.
+ *
+ *   node --import tsx bench/lora.ts [--preset tiny|sd15] [--latent 64] [--repeat 3] [--rank 32]
+ *
+ * Prints:
+ *   - UNet step time (CFG batch 2) on the unmodified graph, and on the LoRA-branched graph with 0, 1 and 3
+ *     active LoRAs — overhead ratios against the unmodified graph (goal ≤ 3 %);
+ *   - time from a never-seen LoRA set, and from new weights for a seen set, to the end of the first UNet step,
+ *     split into "resolve" (parse on a miss + build feeds) and the step itself (goal: resolve ≤ 50 ms on sd15);
+ *   - the alternative strategy's floor: creating a session for a merged graph (what A1111-style re-merging
+ *     pays per LoRA change on top of computing W + ΔW);
+ *   - process memory per loaded LoRA against its file size.
+ */
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadModel } from '../src/engine/model.js';
+import { LoraResolver } from '../src/engine/lora-resolver.js';
+import type { LoraSpec } from '../src/engine/request.js';
+import { LoraLibrary } from '../src/lora/index.js';
+import { OnnxSession } from '../src/onnx/runtime.js';
+import type { HostTensor } from '../src/tensor/host-tensor.js';
+import { synthesize, type PresetName } from '../src/synth/index.js';
+
+const { values } = parseArgs({
+  options: {
+    preset: { type: 'string', default: 'tiny' },
+    latent: { type: 'string' },
+    repeat: { type: 'string', default: '3' },
+    rank: { type: 'string' },
+    keep: { type: 'boolean', default: false },
+  },
+});
+const preset = values.preset as PresetName;
+const latent = Number(values.latent ?? (preset === 'tiny' ? 8 : 64));
+const repeat = Number(values.repeat);
+
+const root = mkdtempSync(join(tmpdir(), 'loraserve-bench-lora-'));
+const cleanup = () => (values.keep ? console.log(`kept ${root}`) : rmSync(root, { recursive: true, force: true }));
+process.on('exit', cleanup);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+const pct = (a: number, b: number) => `${a >= b ? '+' : ''}${((100 * (a - b)) / b).toFixed(1)}%`;
+const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+
+let t = performance.now();
+const synth = await synthesize({ preset, outDir: join(root, 'model'), seed: 0, loras: 3, loraRank: values.rank ? Number(values.rank) : undefined });
+console.log(`generated ${preset} in ${((performance.now() - t) / 1000).toFixed(1)} s; LoRAs: ${synth.loras.map((p) => `${basename(p)} (${mb(statSync(p).size)})`).join(', ')}`);
+
+t = performance.now();
+const model = await loadModel(synth.outDir, { device: { kind: 'cpu' } });
+const loadMs = performance.now() - t;
+t = performance.now();
+const plain = await OnnxSession.create(join(synth.outDir, 'unet/model.onnx'), { device: { kind: 'cpu' }, label: 'unet (unmodified)' });
+const plainCreateMs = performance.now() - t;
+console.log(`load (all sessions, LoRA-branched) ${(loadMs / 1000).toFixed(1)} s; unmodified UNet session alone ${(plainCreateMs / 1000).toFixed(2)} s — the floor of one merged-weights rebuild`);
+
+const sig = model.unetSig;
+const rows = 2;
+const per = sig.latentChannels * latent * latent;
+const feeds: Record<string, HostTensor> = {
+  [sig.sample]: { type: 'float32', data: Float32Array.from({ length: rows * per }, (_, i) => Math.sin(i)), dims: [rows, sig.latentChannels, latent, latent] },
+  [sig.timestep]: { type: 'float32', data: new Float32Array(rows).fill(500), dims: [rows] },
+  [sig.context]: { type: 'float32', data: Float32Array.from({ length: rows * 77 * sig.contextDim }, (_, i) => Math.cos(i) * 0.5), dims: [rows, 77, sig.contextDim] },
+};
+
+async function step(session: OnnxSession, extra: Record<string, HostTensor>): Promise<number> {
+  const s = performance.now();
+  await session.run({ ...feeds, ...extra });
+  return performance.now() - s;
+}
+
+const rss0 = process.memoryUsage().rss;
+const library = await LoraLibrary.open(join(synth.outDir, 'loras'));
+const resolver = new LoraResolver(model, library);
+const names = library.list().map((e) => e.name).slice(0, 3);
+const one: LoraSpec[] = [{ name: names[0], weight: 0.6 }];
+const three: LoraSpec[] = names.map((n, i) => ({ name: n, weight: [0.6, 0.8, 0.4][i] }));
+
+// never-seen set: parse + build feeds + first step
+t = performance.now();
+const r3 = await resolver.resolve(three);
+const firstResolve = performance.now() - t;
+const firstStep = await step(model.unet, r3.feeds.unet);
+const rss1 = process.memoryUsage().rss;
+const fileBytes = names.reduce((n, name) => n + statSync(join(synth.outDir, 'loras', `${name}.safetensors`)).size, 0);
+
+// new weights for the seen set
+t = performance.now();
+const r3b = await resolver.resolve(three.map((s) => ({ ...s, weight: s.weight * 0.5 })));
+const newWeightsResolve = performance.now() - t;
+const newWeightsStep = await step(model.unet, r3b.feeds.unet);
+
+const r1 = await resolver.resolve(one);
+await step(plain, {}); // warm-up both graphs at this shape
+await step(model.unet, model.lora.unet.empty);
+const times = { plain: [] as number[], zero: [] as number[], one: [] as number[], three: [] as number[] };
+for (let i = 0; i < repeat; i++) {
+  // interleaved, so drift from other load on the machine hits every variant alike
+  times.plain.push(await step(plain, {}));
+  times.zero.push(await step(model.unet, model.lora.unet.empty));
+  times.one.push(await step(model.unet, r1.feeds.unet));
+  times.three.push(await step(model.unet, r3.feeds.unet));
+}
+const base = median(times.plain);
+console.log(`\nUNet step, CFG batch 2, latent ${latent}x${latent} (${latent * 8}x${latent * 8} px), median of ${repeat}, ${model.lora.unet.plan.branches.length} branched layers:`);
+console.log(`  unmodified graph          ${base.toFixed(1).padStart(9)} ms`);
+console.log(`  branched, 0 LoRAs         ${median(times.zero).toFixed(1).padStart(9)} ms  ${pct(median(times.zero), base)}`);
+console.log(`  branched, 1 LoRA          ${median(times.one).toFixed(1).padStart(9)} ms  ${pct(median(times.one), base)}`);
+console.log(`  branched, 3 LoRAs         ${median(times.three).toFixed(1).padStart(9)} ms  ${pct(median(times.three), base)}`);
+console.log(`\nswitching (LoRA set → first UNet step done):`);
+console.log(`  never-seen set of 3       resolve ${firstResolve.toFixed(1)} ms (parse + feeds) + step ${firstStep.toFixed(1)} ms`);
+console.log(`  new weights, same set     resolve ${newWeightsResolve.toFixed(1)} ms (feeds) + step ${newWeightsStep.toFixed(1)} ms`);
+console.log(`  merged-weights strategy   ≥ ${plainCreateMs.toFixed(0)} ms session rebuild per change (+ merge and write of W + ΔW)`);
+console.log(`\nmemory: 3 LoRAs, ${mb(fileBytes)} of files → process RSS +${mb(rss1 - rss0)} (parsed adapters ${mb(library.cacheStats().bytes)} + feed set), ${((rss1 - rss0) / fileBytes).toFixed(2)}× file size`);
+
+library.close();
+await plain.release();
+await model.release();
