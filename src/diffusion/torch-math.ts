@@ -17,41 +17,9 @@ export function rounder(dtype: TorchFloat): (v: number) => number {
   return dtype === 'float32' ? Math.fround : identity;
 }
 
-/**
- * a·b + c rounded once to float32 (an FMA instruction), for float32 a, b, c.
- * a·b is exact in float64, so s = a·b + c carries one float64 rounding; rounding s to float32 is wrong only
- * when s fell exactly on a float32 midpoint the exact sum is not on, which TwoSum's error term decides.
- */
-export function fmaF32(a: number, b: number, c: number): number {
-  const p = a * b;
-  const s = p + c;
-  const r = Math.fround(s);
-  const d = s - r;
-  if (d === 0) return r;
-  const other = r + 2 * d;
-  if (Math.fround(other) !== other) return r; // s is not a float32 midpoint
-  const bv = s - p;
-  const err = p - (s - bv) + (c - bv);
-  if (err === 0) return r;
-  return err > 0 ? Math.max(r, other) : Math.min(r, other);
-}
-
-/** a·b + c rounded once to float64 (Dekker TwoProduct + TwoSum; exact except within ~2^-100 of a tie). */
-export function fmaF64(a: number, b: number, c: number): number {
-  const SPLIT = 134217729; // 2^27 + 1
-  const p = a * b;
-  let t = SPLIT * a;
-  const ah = t - (t - a);
-  const al = a - ah;
-  t = SPLIT * b;
-  const bh = t - (t - b);
-  const bl = b - bh;
-  const e = ah * bh - p + ah * bl + al * bh + al * bl;
-  const s = p + c;
-  const bv = s - p;
-  const err = p - (s - bv) + (c - bv);
-  return s + (err + e);
-}
+// One-rounding a·b + c (the FMA contraction torch's AVX2 kernels use), shared with the RNG kernels.
+export { fmaf32 as fmaF32, fma64 as fmaF64 } from '../tensor/fma.js';
+import { fmaf32 as fmaF32, fma64 as fmaF64 } from '../tensor/fma.js';
 
 /**
  * `torch.linspace(start, end, steps, dtype)` exactly as torch 1.13 computes it on an AVX2 x86-64 CPU.

@@ -8,7 +8,7 @@
  * what the reference emulation in ../shared/fixtures/rng/spec/torch_randn_emulation.py pins down; changing any
  * of them breaks bit-exactness against torch-cpu.json.
  */
-import { fmaf32 } from './fma.js';
+import { fmaf32 } from '../../tensor/fma.js';
 
 const f = Math.fround;
 

@@ -16,7 +16,7 @@
  * possible u1 = 1 - k*2^-24 (logf) and all 2^24 theta = float(2*pi*k*2^-24) (sinf, cosf). On that domain the
  * non-FMA build gives the same floats too; Math.fround(Math.log/cos/sin) differs on 0.7% / 1.3% / 1.3%.
  */
-import { fma64 } from './fma.js';
+import { fma64 } from '../../tensor/fma.js';
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);

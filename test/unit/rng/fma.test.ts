@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { fma64, fmaf32 } from '../../../src/diffusion/rng/fma.js';
+import { fma64, fmaf32 } from '../../../src/tensor/fma.js';
 
 const f = Math.fround;
 
