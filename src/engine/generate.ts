@@ -90,7 +90,7 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
   if (req.loras?.length && !loraResolver) {
     throw new LoraserveError('UNKNOWN_LORA', `unknown LoRA '${req.loras[0].name}': no LoRA folder is configured`, { name: req.loras[0].name });
   }
-  const noLoras: ResolvedLoras = { feeds: { unet: model.lora.unet.empty, te: model.lora.te.empty, signature: '' }, hashes: [], ms: 0, cacheHit: true };
+  const noLoras: ResolvedLoras = { feeds: { unet: model.lora.unet.empty, te: model.lora.te.empty, signature: '' }, hashes: [], ms: 0 };
   const loras = loraResolver ? await loraResolver.resolve(req.loras) : noLoras;
   const sampling = resolveSampling({ sampler: req.sampler, scheduler: req.scheduler, flavor: req.flavor });
   const clock = new OrtClock();

@@ -1,103 +1,173 @@
 /**
  * Where LoRA files meet the graph: a request's scale plan (src/lora) becomes the feeds of the low-rank
- * branches the load-time rewrite added (src/onnx/lora-branches.ts).
+ * branches the load-time rewrite added (src/onnx/lora-branches.ts): per branch
  *
- * For each branch, the active LoRAs' factors are concatenated along the rank axis, the per-LoRA scale
- * (user weight × block weight × alpha/rank) folded into the up factor:
- *   MatMul / Gemm:  A [in, R] = [down_1ᵀ | down_2ᵀ | …]        B [R, out] = [s_1·up_1ᵀ ; s_2·up_2ᵀ ; …]
- *   Conv:           A [R, in, kh, kw] = [down_1 ; down_2 ; …]   B [out, R, 1, 1] = [s_1·up_1 | s_2·up_2 | …]
- * so that x·A·B = Σ s_i · x · down_iᵀ · up_iᵀ = x · (Σ s_i · up_i @ down_i)ᵀ, the merged delta.
- * Branches no LoRA touches get zero-size feeds (R = 0), which add exactly nothing.
+ *   D [R, in(·kh·kw)]  the active LoRAs' down rows, stacked          (the file's layout)
+ *   U [R, out]         their up columns as rows, stacked             (up transposed once per LoRA layer)
+ *   s [R]              per-rank scale: weight × block weight × alpha/rank
+ *
+ * so that ((x·Dᵀ) ⊙ s)·U = Σᵢ sᵢ · x · downᵢᵀ · upᵢᵀ = x · (Σᵢ sᵢ · upᵢ @ downᵢ)ᵀ, the merged delta.
+ *
+ * Cost model: D and U depend only on WHICH LoRA layers are active, not on their weights, so they are built
+ * once per combination and cached (a single active LoRA feeds its own arrays, no copy); new weights only
+ * rebuild the small s vectors. Branches no LoRA touches get zero-size feeds (R = 0), which add exactly nothing.
  */
 import { LoraserveError } from '../core/errors.js';
-import type { ScalePlan, ScaledLayer } from '../lora/index.js';
+import type { LoraLayer, ScalePlan, ScaledLayer } from '../lora/index.js';
 import type { LoraBranch, LoraBranchPlan } from '../onnx/lora-branches.js';
 import { float32ToFloat16Array } from '../tensor/float16.js';
 import type { HostTensor } from '../tensor/host-tensor.js';
 
 export type FeedSet = Record<string, HostTensor>;
 
-function tensor(dtype: 'float32' | 'float16', data: Float32Array, dims: number[]): HostTensor {
-  return dtype === 'float32' ? { type: 'float32', data, dims } : { type: 'float16', data: float32ToFloat16Array(data), dims };
+type Data = Float32Array | Uint16Array;
+
+function tensorOf(dtype: 'float32' | 'float16', data: Data, dims: number[]): HostTensor {
+  return dtype === 'float32' ? { type: 'float32', data: data as Float32Array, dims } : { type: 'float16', data: data as Uint16Array, dims };
+}
+
+function convert(dtype: 'float32' | 'float16', data: Float32Array): Data {
+  return dtype === 'float32' ? data : float32ToFloat16Array(data);
+}
+
+function scaleDims(b: LoraBranch, R: number): number[] {
+  return b.kind === 'conv' ? [R, 1, 1] : [R];
+}
+
+function downDims(b: LoraBranch, R: number): number[] {
+  return b.kind === 'conv' ? [R, b.inFeatures, b.kernel[0], b.kernel[1]] : [R, b.inFeatures];
 }
 
 /** Zero-rank feeds for every branch: the graph then computes exactly the base model. */
 export function emptyFeeds(plan: LoraBranchPlan): FeedSet {
   const feeds: FeedSet = {};
-  for (const b of plan.branches) Object.assign(feeds, branchFeeds(b, []));
+  for (const b of plan.branches) {
+    const empty = b.dtype === 'float32' ? new Float32Array(0) : new Uint16Array(0);
+    feeds[b.downInput] = tensorOf(b.dtype, empty, downDims(b, 0));
+    feeds[b.upInput] = tensorOf(b.dtype, empty, [0, b.outFeatures]);
+    feeds[b.scaleInput] = tensorOf(b.dtype, empty, scaleDims(b, 0));
+  }
   return feeds;
 }
 
-/** Length of one down row: in × kh × kw. */
-function downRowLength(b: LoraBranch): number {
-  return b.inFeatures * b.kernel[0] * b.kernel[1];
+interface PreparedLayer {
+  down: Data;
+  upRows: Data;
 }
 
-function branchFeeds(b: LoraBranch, layers: readonly ScaledLayer[]): FeedSet {
-  const R = layers.reduce((n, l) => n + l.layer.rank, 0);
-  const inLen = downRowLength(b);
-  const down = new Float32Array(R * inLen);
-  const up = new Float32Array(R * b.outFeatures);
-  let off = 0;
-  for (const { layer, scale } of layers) {
-    const r = layer.rank;
-    if (layer.outFeatures !== b.outFeatures || layer.inFeatures !== b.inFeatures) {
-      throw new LoraserveError('LORA_MISMATCH', `LoRA layer ${layer.key} has shape in ${layer.inFeatures} / out ${layer.outFeatures}; ${b.module} is ${b.inFeatures} / ${b.outFeatures}`, { module: b.module });
-    }
-    const [kh, kw] = layer.downKernel;
-    const sameKernel = kh === b.kernel[0] && kw === b.kernel[1];
-    if (!sameKernel && !(kh === 1 && kw === 1)) {
-      throw new LoraserveError('LORA_MISMATCH', `LoRA layer ${layer.key} has a ${kh}x${kw} down kernel; ${b.module} is ${b.kernel[0]}x${b.kernel[1]}`, { module: b.module });
-    }
-    if (b.kind === 'conv') {
-      // A [R, in, kh, kw]: rows of down, stacked; a 1×1 down on a k×k conv sits at the centre tap
-      // (same output as a 1×1 conv with the original stride, since the centre tap of a padded k×k conv is it).
-      if (sameKernel) down.set(layer.down, off * inLen);
-      else {
-        const cy = (b.kernel[0] - 1) >> 1;
-        const cx = (b.kernel[1] - 1) >> 1;
-        const kk = b.kernel[0] * b.kernel[1];
-        for (let j = 0; j < r; j++) {
-          for (let c = 0; c < b.inFeatures; c++) down[(off + j) * inLen + c * kk + cy * b.kernel[1] + cx] = layer.down[j * b.inFeatures + c];
-        }
-      }
-      // B [out, R, 1, 1]: column block of s·up.
-      for (let o = 0; o < b.outFeatures; o++) {
-        for (let j = 0; j < r; j++) up[o * R + off + j] = scale * layer.up[o * r + j];
-      }
-    } else {
-      // A [in, R]: columns are down rows (downᵀ).
-      for (let j = 0; j < r; j++) {
-        for (let c = 0; c < b.inFeatures; c++) down[c * R + off + j] = layer.down[j * b.inFeatures + c];
-      }
-      // B [R, out]: rows are s·up columns (s·upᵀ).
-      for (let j = 0; j < r; j++) {
-        for (let o = 0; o < b.outFeatures; o++) up[(off + j) * b.outFeatures + o] = scale * layer.up[o * r + j];
-      }
-    }
-    off += r;
-  }
-  return b.kind === 'conv'
-    ? {
-        [b.downInput]: tensor(b.dtype, down, [R, b.inFeatures, b.kernel[0], b.kernel[1]]),
-        [b.upInput]: tensor(b.dtype, up, [b.outFeatures, R, 1, 1]),
-      }
-    : {
-        [b.downInput]: tensor(b.dtype, down, [b.inFeatures, R]),
-        [b.upInput]: tensor(b.dtype, up, [R, b.outFeatures]),
-      };
+interface StackedFactors {
+  down: Data;
+  up: Data;
+  bytes: number;
 }
 
 /**
- * Feeds for one part (unet or te) of a scale plan. Branches the plan does not touch reuse `empty`.
+ * Per-LoRA-layer arrays in feed layout and per-combination stacks, both cached. Keys are the LoraLayer
+ * objects themselves (a changed file yields new objects, so nothing stale is ever reused).
+ */
+export class LoraFactorCache {
+  private readonly prepared = new WeakMap<LoraLayer, Map<string, PreparedLayer>>();
+  private readonly ids = new WeakMap<LoraLayer, number>();
+  private nextId = 1;
+  private readonly stacks = new Map<string, StackedFactors>();
+  private stackBytes = 0;
+
+  constructor(private readonly maxStackBytes = 512 * 2 ** 20) {}
+
+  get bytes(): number {
+    return this.stackBytes;
+  }
+
+  private idOf(l: LoraLayer): number {
+    let id = this.ids.get(l);
+    if (id === undefined) {
+      id = this.nextId++;
+      this.ids.set(l, id);
+    }
+    return id;
+  }
+
+  /** The layer's down rows and up-as-rows in the branch's dtype, checked against the branch's shape. */
+  prepare(b: LoraBranch, layer: LoraLayer): PreparedLayer {
+    let byType = this.prepared.get(layer);
+    const hit = byType?.get(b.dtype);
+    if (hit) return hit;
+    if (layer.outFeatures !== b.outFeatures || layer.inFeatures !== b.inFeatures) {
+      throw new LoraserveError('LORA_MISMATCH', `LoRA layer ${layer.key} has in ${layer.inFeatures} / out ${layer.outFeatures}; ${b.module} is ${b.inFeatures} / ${b.outFeatures}`, { module: b.module });
+    }
+    const [kh, kw] = layer.downKernel;
+    if (kh !== b.kernel[0] || kw !== b.kernel[1]) {
+      throw new LoraserveError('LORA_MISMATCH', `LoRA layer ${layer.key} has a ${kh}x${kw} down kernel; ${b.module} is ${b.kernel[0]}x${b.kernel[1]}`, { module: b.module });
+    }
+    const r = layer.rank;
+    const upRows = new Float32Array(r * b.outFeatures);
+    for (let o = 0; o < b.outFeatures; o++) for (let j = 0; j < r; j++) upRows[j * b.outFeatures + o] = layer.up[o * r + j];
+    const prepared = { down: convert(b.dtype, layer.down), upRows: convert(b.dtype, upRows) };
+    if (!byType) {
+      byType = new Map();
+      this.prepared.set(layer, byType);
+    }
+    byType.set(b.dtype, prepared);
+    return prepared;
+  }
+
+  /** D and U for this combination of layers (no copy for a single layer). */
+  stack(b: LoraBranch, layers: readonly ScaledLayer[]): { down: Data; up: Data } {
+    if (layers.length === 1) {
+      const p = this.prepare(b, layers[0].layer);
+      return { down: p.down, up: p.upRows };
+    }
+    const key = `${b.dtype}|${b.module}|${layers.map((l) => this.idOf(l.layer)).join(',')}`;
+    const hit = this.stacks.get(key);
+    if (hit) {
+      this.stacks.delete(key);
+      this.stacks.set(key, hit);
+      return hit;
+    }
+    const parts = layers.map((l) => this.prepare(b, l.layer));
+    const R = layers.reduce((n, l) => n + l.layer.rank, 0);
+    const rowLen = b.inFeatures * b.kernel[0] * b.kernel[1];
+    const make = (n: number): Data => (b.dtype === 'float32' ? new Float32Array(n) : new Uint16Array(n));
+    const down = make(R * rowLen);
+    const up = make(R * b.outFeatures);
+    let off = 0;
+    for (let i = 0; i < parts.length; i++) {
+      down.set(parts[i].down as never, off * rowLen);
+      up.set(parts[i].upRows as never, off * b.outFeatures);
+      off += layers[i].layer.rank;
+    }
+    const entry = { down, up, bytes: down.byteLength + up.byteLength };
+    this.stacks.set(key, entry);
+    this.stackBytes += entry.bytes;
+    while (this.stackBytes > this.maxStackBytes && this.stacks.size > 1) {
+      const [k, v] = this.stacks.entries().next().value!;
+      this.stacks.delete(k);
+      this.stackBytes -= v.bytes;
+    }
+    return entry;
+  }
+}
+
+/**
+ * Feeds for one part (unet or te) of a scale plan; branches the plan does not touch reuse `empty`.
  * A planned module the graph has no branch for is an error (the LoRA was matched against these same targets).
  */
-export function buildFeeds(branches: LoraBranchPlan, layers: ReadonlyMap<string, ScaledLayer[]>, empty: FeedSet): FeedSet {
+export function buildFeeds(branches: LoraBranchPlan, layers: ReadonlyMap<string, ScaledLayer[]>, empty: FeedSet, cache: LoraFactorCache): FeedSet {
   const feeds: FeedSet = { ...empty };
   for (const [module, list] of layers) {
     const b = branches.byModule.get(module);
     if (!b) throw new LoraserveError('LORA_MISMATCH', `LoRA targets ${module}, which this model's graph has no LoRA branch for`, { module });
-    Object.assign(feeds, branchFeeds(b, list));
+    const { down, up } = cache.stack(b, list);
+    const R = list.reduce((n, l) => n + l.layer.rank, 0);
+    const scale = new Float32Array(R);
+    let off = 0;
+    for (const l of list) {
+      scale.fill(l.scale, off, off + l.layer.rank);
+      off += l.layer.rank;
+    }
+    feeds[b.downInput] = tensorOf(b.dtype, down, downDims(b, R));
+    feeds[b.upInput] = tensorOf(b.dtype, up, [R, b.outFeatures]);
+    feeds[b.scaleInput] = tensorOf(b.dtype, convert(b.dtype, scale), scaleDims(b, R));
   }
   return feeds;
 }
@@ -109,6 +179,6 @@ export interface LoraFeeds {
   signature: string;
 }
 
-export function feedsForPlan(plan: ScalePlan, unet: LoraBranchPlan, te: LoraBranchPlan, empty: { unet: FeedSet; te: FeedSet }): LoraFeeds {
-  return { unet: buildFeeds(unet, plan.unet, empty.unet), te: buildFeeds(te, plan.te, empty.te), signature: plan.signature };
+export function feedsForPlan(plan: ScalePlan, unet: LoraBranchPlan, te: LoraBranchPlan, empty: { unet: FeedSet; te: FeedSet }, cache: LoraFactorCache): LoraFeeds {
+  return { unet: buildFeeds(unet, plan.unet, empty.unet, cache), te: buildFeeds(te, plan.te, empty.te, cache), signature: plan.signature };
 }

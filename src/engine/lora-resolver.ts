@@ -2,15 +2,15 @@
  * Per request: LoRA names and weights → the feeds of the load-time low-rank branches.
  *
  * Parsed adapters are cached by the library (bounded by bytes; keyed by file identity and the model's
- * targets). Built feed sets are cached here by the request's canonical signature, guarded by the identity
- * of the adapter objects (a changed file yields a new adapter object, so a stale feed set is never reused).
- * Nothing is mutated in place, so concurrent renders with different LoRA sets never see each other's state.
+ * targets); the stacked factors of a LoRA combination by LoraFactorCache (keyed by the layer objects, so a
+ * changed file never reuses stale data). A request then only builds its small per-rank scale vectors.
+ * Nothing is mutated in place, so renders with different LoRA sets never see each other's state.
  */
 import type { Logger } from '../core/logger.js';
 import { silentLogger } from '../core/logger.js';
 import { LoraserveError } from '../core/errors.js';
 import { planLoraScales, unetLayoutFromModules, type LoraAdapter, type LoraLibrary, type LoraTarget, type UnetLayout } from '../lora/index.js';
-import { feedsForPlan, type LoraFeeds } from './lora-feeds.js';
+import { feedsForPlan, LoraFactorCache, type LoraFeeds } from './lora-feeds.js';
 import type { LoadedModel } from './model.js';
 import type { LoraSpec } from './request.js';
 
@@ -20,41 +20,35 @@ export interface ResolvedLoras {
   hashes: Array<{ name: string; hash: string }>;
   /** Milliseconds spent resolving (parse on a cache miss + feed build), for metrics. */
   ms: number;
-  cacheHit: boolean;
-}
-
-interface CachedFeeds {
-  adapters: LoraAdapter[];
-  feeds: LoraFeeds;
 }
 
 export class LoraResolver {
   private readonly targets: LoraTarget[];
   private readonly layout: UnetLayout;
-  private readonly cache = new Map<string, CachedFeeds>();
-  private readonly maxEntries: number;
+  private readonly factors: LoraFactorCache;
   private readonly logger: Logger;
   readonly noLoras: LoraFeeds;
 
   constructor(
     private readonly model: LoadedModel,
     private readonly library: LoraLibrary | undefined,
-    opts: { maxFeedSets?: number; logger?: Logger } = {},
+    opts: { maxStackBytes?: number; logger?: Logger } = {},
   ) {
     this.targets = [...model.lora.te.targets, ...model.lora.unet.targets];
     this.layout = unetLayoutFromModules(model.lora.unet.targets.map((t) => t.module));
-    this.maxEntries = opts.maxFeedSets ?? 8;
+    this.factors = new LoraFactorCache(opts.maxStackBytes);
     this.logger = opts.logger ?? silentLogger;
     this.noLoras = { unet: model.lora.unet.empty, te: model.lora.te.empty, signature: '' };
   }
 
-  get cacheSize(): number {
-    return this.cache.size;
+  /** Bytes held by stacked multi-LoRA factors (single LoRAs are fed without a copy). */
+  get stackedBytes(): number {
+    return this.factors.bytes;
   }
 
   async resolve(specs: readonly LoraSpec[] | undefined): Promise<ResolvedLoras> {
     const t0 = performance.now();
-    if (!specs || specs.length === 0) return { feeds: this.noLoras, hashes: [], ms: 0, cacheHit: true };
+    if (!specs || specs.length === 0) return { feeds: this.noLoras, hashes: [], ms: 0 };
     const library = this.library;
     if (!library) throw new LoraserveError('UNKNOWN_LORA', `unknown LoRA '${specs[0].name}': no LoRA folder is configured`, { name: specs[0].name });
     const adapters = new Map<string, LoraAdapter>();
@@ -62,18 +56,9 @@ export class LoraResolver {
     const plan = planLoraScales(specs, adapters, { layout: this.layout });
     const hashes = await Promise.all(specs.map(async (s) => ({ name: s.name, hash: (await library.hashes(s.name)).short })));
 
-    const order = specs.map((s) => adapters.get(s.name)!);
-    const hit = this.cache.get(plan.signature);
-    if (hit && hit.adapters.length === order.length && hit.adapters.every((a, i) => a === order[i])) {
-      this.cache.delete(plan.signature); // refresh LRU position
-      this.cache.set(plan.signature, hit);
-      return { feeds: hit.feeds, hashes, ms: performance.now() - t0, cacheHit: true };
-    }
-    const feeds = feedsForPlan(plan, this.model.lora.unet.plan, this.model.lora.te.plan, { unet: this.model.lora.unet.empty, te: this.model.lora.te.empty });
-    this.cache.set(plan.signature, { adapters: order, feeds });
-    while (this.cache.size > this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
+    const feeds = feedsForPlan(plan, this.model.lora.unet.plan, this.model.lora.te.plan, { unet: this.model.lora.unet.empty, te: this.model.lora.te.empty }, this.factors);
     const ms = performance.now() - t0;
     this.logger.debug({ loras: specs.map((s) => s.name), ms: Math.round(ms), maxRank: plan.maxRank }, 'LoRA feeds built');
-    return { feeds, hashes, ms, cacheHit: false };
+    return { feeds, hashes, ms };
   }
 }

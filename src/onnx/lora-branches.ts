@@ -2,11 +2,14 @@
  * Request-time LoRA as a graph rewrite, done once at load: every targeted layer y = f(x; W) gains a
  * low-rank branch whose factors are graph INPUTS, so each request feeds its own LoRA set and weights:
  *
- *   MatMul / Gemm:  y = f(x; W) + (x · A) · B          A [in, R], B [R, out]
- *   Conv:           y = f(x; W) + conv1x1(conv(x; A), B)   A [R, in, kh, kw] (W's pads/strides), B [out, R, 1, 1]
+ *   MatMul / Gemm:  y = f(x; W) + ((x · Dᵀ) ⊙ s) · U          D [R, in], U [R, out], s [R]
+ *   Conv:           y = f(x; W) + conv1x1(conv(x; D) ⊙ s, Uᵀ)  D [R, in, kh, kw] (W's pads/strides), s [R,1,1]
  *
- * R is a symbolic per-layer dimension: the active LoRAs' factors are concatenated along it (the
- * per-LoRA weight × alpha/rank folded into B), and R = 0 (zero-size feeds) when no LoRA touches a layer.
+ * R is a symbolic per-layer dimension. The active LoRAs' factors are stacked along it in the layout the files
+ * already have (D = the down rows, U = the up columns as rows), so a LoRA set is a concatenation of per-LoRA
+ * arrays, and the per-rank scale s (user weight × block weight × alpha/rank) is a separate small input: new
+ * weights for a seen set change only s. R = 0 (zero-size feeds) when no LoRA touches a layer: the branch then
+ * adds exactly zero.
  *
  * Why inputs and not initializers: feeding a value for an initializer that is also a graph input is
  * silently ignored by onnxruntime-node 1.30, so weights cannot be swapped per run. Why not merge W + ΔW:
@@ -29,6 +32,7 @@ export interface LoraBranch {
   dtype: 'float32' | 'float16';
   downInput: string;
   upInput: string;
+  scaleInput: string;
 }
 
 export interface LoraBranchPlan {
@@ -36,8 +40,15 @@ export interface LoraBranchPlan {
   byModule: Map<string, LoraBranch>;
 }
 
-export function branchInputNames(index: number): { down: string; up: string } {
-  return { down: `lora.${index}.down`, up: `lora.${index}.up` };
+export function branchInputNames(index: number): { down: string; up: string; scale: string } {
+  return { down: `lora.${index}.down`, up: `lora.${index}.up`, scale: `lora.${index}.scale` };
+}
+
+const UNSQUEEZE_AXES = 'lora/unsqueeze_axes_2_3';
+
+function opsetOf(model: onnx.IModelProto): number {
+  const v = model.opsetImport?.find((o) => !o.domain || o.domain === 'ai.onnx')?.version;
+  return typeof v === 'number' ? v : Number(v ?? 0);
 }
 
 function valueInfo(name: string, elemType: number, dims: Array<number | string>): onnx.IValueInfoProto {
@@ -66,6 +77,8 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
   const nodes: onnx.INodeProto[] = [];
   const inputs: onnx.IValueInfoProto[] = [...(graph.input ?? [])];
 
+  const opset = opsetOf(model);
+  let needAxes = false;
   for (const node of graph.node ?? []) {
     const target = node.name ? byNode.get(node.name) : undefined;
     if (!target || byModule.has(target.module)) {
@@ -73,28 +86,40 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
       continue;
     }
     const index = branches.length;
-    const { down, up } = branchInputNames(index);
+    const { down, up, scale } = branchInputNames(index);
     const elem = target.dtype === 'float16' ? DataType.FLOAT16 : DataType.FLOAT;
     const rank = `lora_rank_${index}`;
     const x = node.input![0];
     const y = node.output![0];
-    const base = `${y}/lora_base`;
+    const t = (s: string) => `${y}/lora_${s}`;
     const prefix = `/${target.module.replace(/\./g, '/')}/lora`;
     const isConv = target.op === 'Conv';
     const kernel: [number, number] = target.kernel ?? [1, 1];
-    nodes.push({ ...node, output: [base, ...node.output!.slice(1)] });
+    nodes.push({ ...node, output: [t('base'), ...node.output!.slice(1)] });
     if (isConv) {
       inputs.push(valueInfo(down, elem, [rank, target.inFeatures, kernel[0], kernel[1]]));
-      inputs.push(valueInfo(up, elem, [target.outFeatures, rank, 1, 1]));
-      nodes.push({ name: `${prefix}/down/Conv`, opType: 'Conv', input: [x, down], output: [`${y}/lora_mid`], attribute: copyConvAttributes(node) });
-      nodes.push({ name: `${prefix}/up/Conv`, opType: 'Conv', input: [`${y}/lora_mid`, up], output: [`${y}/lora_delta`] });
-    } else {
-      inputs.push(valueInfo(down, elem, [target.inFeatures, rank]));
       inputs.push(valueInfo(up, elem, [rank, target.outFeatures]));
-      nodes.push({ name: `${prefix}/down/MatMul`, opType: 'MatMul', input: [x, down], output: [`${y}/lora_mid`] });
-      nodes.push({ name: `${prefix}/up/MatMul`, opType: 'MatMul', input: [`${y}/lora_mid`, up], output: [`${y}/lora_delta`] });
+      inputs.push(valueInfo(scale, elem, [rank, 1, 1]));
+      nodes.push({ name: `${prefix}/down/Conv`, opType: 'Conv', input: [x, down], output: [t('mid')], attribute: copyConvAttributes(node) });
+      nodes.push({ name: `${prefix}/scale/Mul`, opType: 'Mul', input: [t('mid'), scale], output: [t('scaled')] });
+      nodes.push({ name: `${prefix}/up/Transpose`, opType: 'Transpose', input: [up], output: [t('up_t')], attribute: [{ name: 'perm', type: onnx.AttributeProto.AttributeType.INTS, ints: [1, 0] }] });
+      if (opset >= 13) {
+        needAxes = true;
+        nodes.push({ name: `${prefix}/up/Unsqueeze`, opType: 'Unsqueeze', input: [t('up_t'), UNSQUEEZE_AXES], output: [t('up_k')] });
+      } else {
+        nodes.push({ name: `${prefix}/up/Unsqueeze`, opType: 'Unsqueeze', input: [t('up_t')], output: [t('up_k')], attribute: [{ name: 'axes', type: onnx.AttributeProto.AttributeType.INTS, ints: [2, 3] }] });
+      }
+      nodes.push({ name: `${prefix}/up/Conv`, opType: 'Conv', input: [t('scaled'), t('up_k')], output: [t('delta')] });
+    } else {
+      inputs.push(valueInfo(down, elem, [rank, target.inFeatures]));
+      inputs.push(valueInfo(up, elem, [rank, target.outFeatures]));
+      inputs.push(valueInfo(scale, elem, [rank]));
+      nodes.push({ name: `${prefix}/down/Transpose`, opType: 'Transpose', input: [down], output: [t('down_t')], attribute: [{ name: 'perm', type: onnx.AttributeProto.AttributeType.INTS, ints: [1, 0] }] });
+      nodes.push({ name: `${prefix}/down/MatMul`, opType: 'MatMul', input: [x, t('down_t')], output: [t('mid')] });
+      nodes.push({ name: `${prefix}/scale/Mul`, opType: 'Mul', input: [t('mid'), scale], output: [t('scaled')] });
+      nodes.push({ name: `${prefix}/up/MatMul`, opType: 'MatMul', input: [t('scaled'), up], output: [t('delta')] });
     }
-    nodes.push({ name: `${prefix}/Add`, opType: 'Add', input: [base, `${y}/lora_delta`], output: [y] });
+    nodes.push({ name: `${prefix}/Add`, opType: 'Add', input: [t('base'), t('delta')], output: [y] });
     const b: LoraBranch = {
       index,
       module: target.module,
@@ -106,9 +131,13 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
       dtype: target.dtype,
       downInput: down,
       upInput: up,
+      scaleInput: scale,
     };
     branches.push(b);
     byModule.set(target.module, b);
+  }
+  if (needAxes) {
+    graph.initializer = [...(graph.initializer ?? []), { name: UNSQUEEZE_AXES, dataType: DataType.INT64, dims: [2], int64Data: [2, 3] }];
   }
   const missing = targets.filter((t) => !byModule.has(t.module)).map((t) => t.nodeName);
   if (missing.length) throw new LoraserveError('MODEL_INVALID', `LoRA rewrite found no node for ${missing.slice(0, 5).join(', ')}`, { missing });

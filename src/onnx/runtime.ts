@@ -63,6 +63,7 @@ export class OnnxSession {
   readonly provider: DeviceKind;
   readonly inputs: IoInfo[];
   readonly outputs: IoInfo[];
+  private readonly inputNames: ReadonlySet<string>;
   private session: ort.InferenceSession | null;
 
   private constructor(label: string, path: string, provider: DeviceKind, session: ort.InferenceSession) {
@@ -72,6 +73,7 @@ export class OnnxSession {
     this.session = session;
     this.inputs = session.inputMetadata.map(toIoInfo);
     this.outputs = session.outputMetadata.map(toIoInfo);
+    this.inputNames = new Set(this.inputs.map((i) => i.name));
   }
 
   /**
@@ -138,7 +140,7 @@ export class OnnxSession {
       if (t.data.length !== numel(t.dims)) problems.push(`input '${inp.name}' has ${t.data.length} values for dims [${t.dims.join(',')}]`);
     }
     for (const name of Object.keys(feeds)) {
-      if (!this.inputs.some((i) => i.name === name)) problems.push(`unexpected input '${name}' (model inputs: ${this.inputs.map((i) => i.name).join(', ')})`);
+      if (!this.inputNames.has(name)) problems.push(`unexpected input '${name}' (model inputs: ${this.inputs.slice(0, 8).map((i) => i.name).join(', ')}${this.inputs.length > 8 ? ', …' : ''})`);
     }
     return problems;
   }
