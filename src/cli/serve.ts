@@ -1,0 +1,260 @@
+/**
+ * `loraserve serve` (and `npm start`): the HTTP server on one model, one render worker per device.
+ *
+ * Every flag has an environment variable (flag wins): HOST, PORT, MODEL, MODELS_DIR, LORA_DIR, EMBEDDINGS_DIR,
+ * DEVICE, DEVICE_ID, THREADS, API_KEY, CORS_ORIGIN, MAX_QUEUE, JOB_TIMEOUT, MAX_STEPS, MAX_PIXELS, MAX_BATCH,
+ * MAX_UPLOAD_MB, MAX_PROMPT_CHARS, PREVIEW_EVERY, SHUTDOWN_GRACE, LOG_LEVEL.
+ *
+ * With no model given and none under models/, it generates the random-weight demo pipeline models/demo-tiny
+ * (and its LoRAs into the LoRA folder) and says plainly that its images are noise.
+ *
+ * SIGTERM/SIGINT: new requests get 503 SHUTTING_DOWN, the listening socket closes, queued jobs fail with
+ * SHUTTING_DOWN, running jobs get the grace period to finish and are then cancelled; exit code 0. A second
+ * signal exits at once with 1.
+ */
+import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { pino, type Logger as PinoLogger } from 'pino';
+import { parseDeviceKind, type DeviceConfig } from '../core/config.js';
+import { LoraserveError } from '../core/errors.js';
+import { VERSION } from '../core/version.js';
+import { LocalQueue } from '../jobs/local-queue.js';
+import { LoraLibrary } from '../lora/index.js';
+import { buildApp } from '../server/app.js';
+import { serverConfig } from '../server/config.js';
+import { synthesize } from '../synth/index.js';
+import { num, parseFlags, str, type Flags } from './args.js';
+import { FolderEmbeddingProvider, LibraryLoraProvider } from './serve-providers.js';
+
+const HELP = `usage: loraserve serve [options]          (every option also reads an environment variable)
+
+  --host ADDR            listen address (HOST; default 127.0.0.1 — use 0.0.0.0 in a container)
+  --port N               listen port (PORT; default 7860, as A1111)
+  --model DIR            diffusers ONNX pipeline folder (MODEL; default: the first pipeline under --models-dir,
+                         else the random-weight demo model, generated on first start)
+  --models-dir DIR       where pipelines are looked for (MODELS_DIR; default models)
+  --lora-dir DIR         LoRA folder, watched for changes (LORA_DIR; default loras)
+  --embeddings-dir DIR   textual-inversion embeddings (EMBEDDINGS_DIR; default models/embeddings)
+  --device cpu|cuda|webgpu  execution provider (DEVICE; default cpu)
+  --device-id N[,N…]     CUDA device ordinals; one render worker each (DEVICE_ID; default 0)
+  --threads N            onnxruntime threads per worker, 0 = all cores (THREADS; default 0)
+  --api-key KEY          require Authorization: Bearer KEY (API_KEY; default: none)
+  --cors-origin LIST     allowed CORS origins, comma-separated, * for any (CORS_ORIGIN; default: none)
+  --max-queue N          jobs that may wait (MAX_QUEUE; default 32); more get 503 + Retry-After
+  --job-timeout S        seconds a job may run (JOB_TIMEOUT; default 600)
+  --max-steps N          (MAX_STEPS; default 150)     --max-pixels N  width×height (MAX_PIXELS; default 1048576)
+  --max-batch N          (MAX_BATCH; default 8)       --max-prompt-chars N (MAX_PROMPT_CHARS; default 20000)
+  --max-upload-mb N      LoRA upload limit (MAX_UPLOAD_MB; default 1024)
+  --preview-every N      progress preview every N steps, 0 = none (PREVIEW_EVERY; default 5)
+  --shutdown-grace S     seconds running jobs get to finish on SIGTERM (SHUTDOWN_GRACE; default 30)
+  --log-level LEVEL      debug, info, warn, error (LOG_LEVEL; default info); logs are JSON lines on stdout
+  --no-docs              do not serve the OpenAPI document and UI at /docs
+`;
+
+const OPTIONS = {
+  host: { type: 'string' },
+  port: { type: 'string' },
+  model: { type: 'string' },
+  'models-dir': { type: 'string' },
+  'lora-dir': { type: 'string' },
+  'embeddings-dir': { type: 'string' },
+  device: { type: 'string' },
+  'device-id': { type: 'string' },
+  threads: { type: 'string' },
+  'api-key': { type: 'string' },
+  'cors-origin': { type: 'string' },
+  'max-queue': { type: 'string' },
+  'job-timeout': { type: 'string' },
+  'max-steps': { type: 'string' },
+  'max-pixels': { type: 'string' },
+  'max-batch': { type: 'string' },
+  'max-prompt-chars': { type: 'string' },
+  'max-upload-mb': { type: 'string' },
+  'preview-every': { type: 'string' },
+  'shutdown-grace': { type: 'string' },
+  'log-level': { type: 'string' },
+  'no-docs': { type: 'boolean' },
+} as const;
+
+const ENV: Record<string, string> = {
+  host: 'HOST',
+  port: 'PORT',
+  model: 'MODEL',
+  'models-dir': 'MODELS_DIR',
+  'lora-dir': 'LORA_DIR',
+  'embeddings-dir': 'EMBEDDINGS_DIR',
+  device: 'DEVICE',
+  'device-id': 'DEVICE_ID',
+  threads: 'THREADS',
+  'api-key': 'API_KEY',
+  'cors-origin': 'CORS_ORIGIN',
+  'max-queue': 'MAX_QUEUE',
+  'job-timeout': 'JOB_TIMEOUT',
+  'max-steps': 'MAX_STEPS',
+  'max-pixels': 'MAX_PIXELS',
+  'max-batch': 'MAX_BATCH',
+  'max-prompt-chars': 'MAX_PROMPT_CHARS',
+  'max-upload-mb': 'MAX_UPLOAD_MB',
+  'preview-every': 'PREVIEW_EVERY',
+  'shutdown-grace': 'SHUTDOWN_GRACE',
+  'log-level': 'LOG_LEVEL',
+};
+
+/** Flags over environment: an unset flag takes its variable (empty counts as unset). */
+export function withEnv(flags: Flags, env: NodeJS.ProcessEnv = process.env): Flags {
+  const out: Flags = { ...flags };
+  for (const [flag, name] of Object.entries(ENV)) {
+    const v = env[name];
+    if (out[flag] === undefined && v !== undefined && v !== '') out[flag] = v;
+  }
+  return out;
+}
+
+/** A folder is a pipeline when it has model_index.json (diffusers' and optimum's exports both write one). */
+export function findPipeline(modelsDir: string): string | undefined {
+  if (!existsSync(modelsDir)) return undefined;
+  for (const name of readdirSync(modelsDir).sort()) {
+    const dir = join(modelsDir, name);
+    if (!name.startsWith('.') && statSync(dir).isDirectory() && existsSync(join(dir, 'model_index.json'))) return dir;
+  }
+  return undefined;
+}
+
+async function demoModel(modelsDir: string, loraDir: string, log: PinoLogger): Promise<string> {
+  const dir = join(modelsDir, 'demo-tiny');
+  if (!existsSync(join(dir, 'model_index.json'))) {
+    log.warn({ dir }, 'no model found: generating the random-weight demo pipeline (a few seconds)');
+    await synthesize({ preset: 'tiny', outDir: dir, seed: 0, loras: 5, overwrite: true });
+  }
+  const from = join(dir, 'loras');
+  for (const f of existsSync(from) ? readdirSync(from).filter((n) => n.endsWith('.safetensors')) : []) {
+    const to = join(loraDir, f);
+    if (!existsSync(to)) copyFileSync(join(from, f), to);
+  }
+  log.warn(
+    { model: dir, loras: loraDir },
+    'DEMO MODE: serving models/demo-tiny, a RANDOM-WEIGHT model — its images are noise. It exists so the API can be tried ' +
+      'without a download. To serve a real model, export a Stable Diffusion pipeline to ONNX into models/<name>/ (see ' +
+      'models/README.md) or pass --model DIR, and restart.',
+  );
+  return dir;
+}
+
+function devicesFrom(flags: Flags): DeviceConfig[] {
+  const name = str(flags, 'device', 'cpu')!;
+  const kind = parseDeviceKind(name);
+  if (!kind) throw new LoraserveError('INVALID_ARGUMENT', `--device must be cpu, cuda or webgpu (got '${name}')`);
+  const threads = num(flags, 'threads', 0, { integer: true, min: 0, max: 1024 });
+  const ids = (str(flags, 'device-id', '0') ?? '0').split(',').map((s) => s.trim());
+  if (kind !== 'cuda') return [{ kind, threads: threads || undefined }];
+  return ids.map((id) => {
+    const deviceId = Number(id);
+    if (!Number.isInteger(deviceId) || deviceId < 0) throw new LoraserveError('INVALID_ARGUMENT', `--device-id must be integers separated by commas (got '${id}')`);
+    return { kind, deviceId, threads: threads || undefined };
+  });
+}
+
+export async function serveCommand(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const flags = withEnv(parseFlags(argv, OPTIONS).flags);
+  const level = str(flags, 'log-level', 'info')!;
+  if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new LoraserveError('INVALID_ARGUMENT', `--log-level must be debug, info, warn or error (got '${level}')`);
+  const log = pino({ level, base: { service: 'loraserve', version: VERSION } });
+
+  const host = str(flags, 'host', '127.0.0.1')!;
+  const port = num(flags, 'port', 7860, { integer: true, min: 0, max: 65535 });
+  const modelsDir = resolve(str(flags, 'models-dir', 'models')!);
+  const loraDir = resolve(str(flags, 'lora-dir', 'loras')!);
+  const embeddingsDir = resolve(str(flags, 'embeddings-dir', join(modelsDir, 'embeddings'))!);
+  const devices = devicesFrom(flags);
+  const corsOrigins = (str(flags, 'cors-origin', '') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const graceMs = num(flags, 'shutdown-grace', 30, { min: 0, max: 3600 }) * 1000;
+  mkdirSync(loraDir, { recursive: true });
+
+  const given = str(flags, 'model');
+  let modelDir = given ? resolve(given) : findPipeline(modelsDir);
+  const demo = !modelDir;
+  modelDir ??= await demoModel(modelsDir, loraDir, log);
+
+  const config = serverConfig({
+    apiKey: str(flags, 'api-key') || undefined,
+    corsOrigins,
+    docs: !flags['no-docs'],
+    jobTimeoutMs: num(flags, 'job-timeout', 600, { min: 1 }) * 1000,
+    previewEvery: num(flags, 'preview-every', 5, { integer: true, min: 0 }),
+    limits: {
+      maxSteps: num(flags, 'max-steps', 150, { integer: true, min: 1, max: 1000 }),
+      maxPixels: num(flags, 'max-pixels', 1024 * 1024, { integer: true, min: 64 * 64 }),
+      maxBatch: num(flags, 'max-batch', 8, { integer: true, min: 1, max: 256 }),
+      maxPromptChars: num(flags, 'max-prompt-chars', 20_000, { integer: true, min: 1 }),
+      maxUploadBytes: num(flags, 'max-upload-mb', 1024, { min: 1 }) * 1024 * 1024,
+    },
+    // The demo model is slow at 512x512 for what it shows; its native default is smaller.
+    defaults: demo ? { width: 256, height: 256 } : {},
+  });
+
+  const library = await LoraLibrary.open(loraDir, { logger: log.child({ component: 'loras' }) });
+  library.watch();
+  const queue = new LocalQueue({
+    modelDir,
+    loraDir,
+    devices,
+    maxQueued: num(flags, 'max-queue', 32, { integer: true, min: 0 }),
+    defaultTimeoutMs: config.jobTimeoutMs,
+    logger: log.child({ component: 'jobs' }),
+  });
+  const { app, stopAccepting } = await buildApp({
+    queue,
+    config,
+    logger: log.child({ component: 'http' }),
+    loras: new LibraryLoraProvider(library),
+    embeddings: new FolderEmbeddingProvider(embeddingsDir),
+  });
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = (why: string): Promise<void> => {
+    stopping ??= (async () => {
+      log.info({ why, graceMs }, 'shutting down: no new requests; running jobs get the grace period');
+      stopAccepting();
+      await Promise.all([queue.close(graceMs), app.close()]);
+      library.close();
+      log.info('stopped');
+    })();
+    return stopping;
+  };
+  const done = new Promise<number>((resolveExit) => {
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (stopping) {
+        log.warn({ signal: sig }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      shutdown(sig).then(
+        () => resolveExit(0),
+        (e) => {
+          log.error({ err: e }, 'shutdown failed');
+          resolveExit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+
+  await app.listen({ host, port });
+  log.info(
+    { url: `http://${host}:${port}`, model: modelDir, loras: loraDir, embeddings: embeddingsDir, devices: devices.map((d) => d.kind + (d.deviceId !== undefined ? `:${d.deviceId}` : '')), docs: config.docs ? '/docs' : false, auth: Boolean(config.apiKey) },
+    `loraserve ${VERSION} listening; loading ${basename(modelDir)}`,
+  );
+  try {
+    await queue.ready();
+    log.info({ models: (await queue.models()).map((m) => `${m.name} [${m.hash}] on ${m.provider}`) }, 'ready');
+  } catch (e) {
+    log.error({ err: e }, 'the model could not be loaded');
+    await shutdown('model failed to load');
+    throw e;
+  }
+  return done;
+}
