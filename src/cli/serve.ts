@@ -243,9 +243,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
     process.on('SIGINT', onSignal);
   });
 
-  await app.listen({ host, port });
+  const url = await app.listen({ host, port });
   log.info(
-    { url: `http://${host}:${port}`, model: modelDir, loras: loraDir, embeddings: embeddingsDir, devices: devices.map((d) => d.kind + (d.deviceId !== undefined ? `:${d.deviceId}` : '')), docs: config.docs ? '/docs' : false, auth: Boolean(config.apiKey) },
+    { url, model: modelDir, loras: loraDir, embeddings: embeddingsDir, devices: devices.map((d) => d.kind + (d.deviceId !== undefined ? `:${d.deviceId}` : '')), docs: config.docs ? '/docs' : false, auth: Boolean(config.apiKey) },
     `loraserve ${VERSION} listening; loading ${basename(modelDir)}`,
   );
   try {

@@ -144,11 +144,15 @@ export const TXT2IMG_DEFAULTS = {
 
 export type Txt2ImgParams = { -readonly [K in keyof typeof TXT2IMG_DEFAULTS]: NonNullable<Txt2ImgBody[K]> | (typeof TXT2IMG_DEFAULTS)[K] };
 
-/** The request with A1111's defaults filled in where a field is absent or null, as pydantic fills them. */
-export function withTxt2ImgDefaults(body: Txt2ImgBody): Txt2ImgParams & Record<string, unknown> {
-  const out: Record<string, unknown> = { ...body };
-  for (const [k, v] of Object.entries(TXT2IMG_DEFAULTS)) if (out[k] === undefined || out[k] === null) out[k] = v;
-  return out as Txt2ImgParams & Record<string, unknown>;
+/**
+ * The request with A1111's defaults filled in where a field is absent or null, as pydantic fills them; fields
+ * A1111 does not know are dropped (its `parameters` echo is the model's fields only).
+ */
+export function withTxt2ImgDefaults(body: Txt2ImgBody): Txt2ImgParams {
+  const given = body as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(TXT2IMG_DEFAULTS)) out[k] = given[k] === undefined || given[k] === null ? v : given[k];
+  return out as Txt2ImgParams;
 }
 
 /** The A1111 settings (modules/shared_options.py) the server understands; GET/POST /sdapi/v1/options. */
@@ -270,7 +274,7 @@ function refuseUnsupported(p: Txt2ImgParams): void {
 }
 
 export interface A1111Plan {
-  params: Txt2ImgParams & Record<string, unknown>;
+  params: Txt2ImgParams;
   options: A1111Options;
   /** One job per n_iter iteration; iteration k uses seed + k·batch_size (A1111's all_seeds). */
   jobs: RenderRequest[];

@@ -3,6 +3,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { VERSION } from '../../core/version.js';
 import { global, type Plugin } from '../context.js';
+import { ErrorResponse } from '../routes/shared.js';
 
 /** Registered before the routes, so that @fastify/swagger sees each of them as it is added. */
 export const openApiPlugin: Plugin = global(async (app, { ctx }) => {
@@ -23,9 +24,11 @@ export const openApiPlugin: Plugin = global(async (app, { ctx }) => {
         { name: 'openai', description: 'OpenAI-compatible' },
         { name: 'ops', description: 'Health and metrics' },
       ],
-      ...(ctx.config.apiKey
-        ? { components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }, security: [{ bearer: [] }] }
-        : {}),
+      components: {
+        schemas: { Error: ErrorResponse as unknown as Record<string, unknown> },
+        ...(ctx.config.apiKey ? { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } } : {}),
+      },
+      ...(ctx.config.apiKey ? { security: [{ bearer: [] }] } : {}),
     },
   });
 });

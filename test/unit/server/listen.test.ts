@@ -17,12 +17,15 @@ before(async () => {
 });
 after(() => s.close());
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const json = async (r: Response | Promise<Response>): Promise<any> => (await r).json();
+
 const post = async (path: string, body: object, headers: Record<string, string> = {}) =>
   fetch(base + path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
 
 async function untilRunning(id: string): Promise<void> {
   for (;;) {
-    const j = await (await fetch(`${base}/v1/jobs/${id}`)).json();
+    const j = await json(fetch(`${base}/v1/jobs/${id}`));
     if (j.state === 'running' && j.progress) return;
     if (j.state !== 'queued' && j.state !== 'running') throw new Error(`job ${id} ended: ${j.state}`);
     await new Promise((r) => setTimeout(r, 5));
@@ -32,7 +35,7 @@ async function untilRunning(id: string): Promise<void> {
 async function asyncJob(body: object): Promise<string> {
   const res = await post('/v1/images', body, { prefer: 'respond-async' });
   assert.equal(res.status, 202);
-  return (await res.json()).id;
+  return (await json(res)).id;
 }
 
 interface Sse {
@@ -85,7 +88,7 @@ test('a client that disconnects from a synchronous request cancels its job', asy
   req.end(JSON.stringify({ prompt: 'long', steps: 150 }));
   let id: string | undefined;
   for (let i = 0; i < 400 && !id; i++) {
-    const running = await (await fetch(`${base}/v1/jobs?state=running`)).json();
+    const running = await json(fetch(`${base}/v1/jobs?state=running`));
     id = running.jobs[0]?.id;
     if (!id) await new Promise((r) => setTimeout(r, 5));
   }
@@ -94,7 +97,7 @@ test('a client that disconnects from a synchronous request cancels its job', asy
   let state = 'running';
   for (let i = 0; i < 400 && state === 'running'; i++) {
     await new Promise((r) => setTimeout(r, 10));
-    state = (await (await fetch(`${base}/v1/jobs/${id}`)).json()).state;
+    state = (await json(fetch(`${base}/v1/jobs/${id}`))).state;
   }
   assert.equal(state, 'cancelled');
 });
@@ -110,7 +113,7 @@ test('/healthz answers within 50 ms while a render runs', async () => {
     times.push(performance.now() - t0);
     assert.equal(res.status, 200);
   }
-  const job = await (await fetch(`${base}/v1/jobs/${id}`)).json();
+  const job = await json(fetch(`${base}/v1/jobs/${id}`));
   assert.equal(job.state, 'running', 'the render should still be running while /healthz was timed');
   await fetch(`${base}/v1/jobs/${id}`, { method: 'DELETE' });
   times.sort((a, b) => a - b);
@@ -122,7 +125,7 @@ test('A1111 progress shows the running job with a preview; interrupt ends the ca
   const call = post('/sdapi/v1/txt2img', { prompt: 'cat', width: 64, height: 64, steps: 150, n_iter: 3, batch_size: 1 });
   let progress: Record<string, unknown> = {};
   for (let i = 0; i < 400; i++) {
-    progress = await (await fetch(`${base}/sdapi/v1/progress`)).json();
+    progress = await json(fetch(`${base}/sdapi/v1/progress`));
     if (progress.current_image) break;
     await new Promise((r) => setTimeout(r, 10));
   }
@@ -133,12 +136,12 @@ test('A1111 progress shows the running job with a preview; interrupt ends the ca
   assert.equal(state.sampling_steps, 150);
   assert.ok((progress.progress as number) > 0 && (progress.progress as number) < 1 / 3);
   assert.deepEqual([...Buffer.from(progress.current_image as string, 'base64').subarray(1, 4)], [0x50, 0x4e, 0x47]);
-  const skipped = await (await fetch(`${base}/sdapi/v1/progress?skip_current_image=true`)).json();
+  const skipped = await json(fetch(`${base}/sdapi/v1/progress?skip_current_image=true`));
   assert.equal(skipped.current_image, null);
   assert.equal((await post('/sdapi/v1/interrupt', {})).status, 200);
   const res = await call;
   assert.equal(res.status, 200);
-  const body = await res.json();
+  const body = await json(res);
   assert.deepEqual(body.images, []); // interrupted during the first of three iterations
   await post('/sdapi/v1/options', { show_progress_every_n_steps: 10 });
 });

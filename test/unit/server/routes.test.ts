@@ -181,6 +181,7 @@ describe('A1111', () => {
     // Defaults sent explicitly (as A1111 client libraries do) are fine, as are unknown extra fields.
     const ok = await inject('POST', '/sdapi/v1/txt2img', { prompt: 'cat', width: 64, height: 64, steps: 2, enable_hr: false, restore_faces: false, alwayson_scripts: {}, eta: 1, s_churn: 0, some_extension_field: 1 });
     assert.equal(ok.statusCode, 200);
+    assert.equal('some_extension_field' in ok.json().parameters, false);
   });
 
   test('options: get, set, unknown keys ignored, a foreign checkpoint refused; override_settings per request', async () => {
