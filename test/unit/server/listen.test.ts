@@ -145,3 +145,17 @@ test('A1111 progress shows the running job with a preview; interrupt ends the ca
   assert.deepEqual(body.images, []); // interrupted during the first of three iterations
   await post('/sdapi/v1/options', { show_progress_every_n_steps: 10 });
 });
+
+test('A1111 skip drops the running iteration and goes on with the next', async () => {
+  const call = post('/sdapi/v1/txt2img', { prompt: 'cat', width: 64, height: 64, steps: 60, n_iter: 2, seed: 50 });
+  for (let i = 0; i < 400; i++) {
+    const p = await json(fetch(`${base}/sdapi/v1/progress?skip_current_image=true`));
+    if (p.state.job_count === 2 && p.state.sampling_step > 0) break;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  assert.equal((await post('/sdapi/v1/skip', {})).status, 200);
+  const body = await json(call);
+  assert.equal(body.images.length, 1);
+  const info = JSON.parse(body.info);
+  assert.match(info.infotexts[0], /Seed: 51/); // the second iteration's image
+});
