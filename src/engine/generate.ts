@@ -202,7 +202,9 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
       height: req.height,
       modelHash: model.hash.short,
       modelName: model.name,
-      rng: req.rng === 'nv' ? 'NV' : 'CPU',
+      // A1111 writes no RNG field for its default source ("GPU", which "nv" reproduces): on A1111 routes say
+      // nothing for nv, like A1111; on our API name the generator so the image can be reproduced exactly.
+      rng: req.rng === 'cpu' ? 'CPU' : req.flavor === 'a1111' ? undefined : 'NV',
       loraHashes: loras.hashes.length ? loras.hashes : undefined,
       version: INFOTEXT_VERSION,
     });

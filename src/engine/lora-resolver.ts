@@ -52,7 +52,11 @@ export class LoraResolver {
     const library = this.library;
     if (!library) throw new LoraserveError('UNKNOWN_LORA', `unknown LoRA '${specs[0].name}': no LoRA folder is configured`, { name: specs[0].name });
     const adapters = new Map<string, LoraAdapter>();
-    for (const s of specs) adapters.set(s.name, await library.load(s.name, this.targets));
+    for (const s of specs) {
+      // A file uploaded a moment ago may not have reached the folder watcher yet: rescan once before failing.
+      if (!library.get(s.name)) await library.scan();
+      adapters.set(s.name, await library.load(s.name, this.targets));
+    }
     const plan = planLoraScales(specs, adapters, { layout: this.layout });
     const hashes = await Promise.all(specs.map(async (s) => ({ name: s.name, hash: (await library.hashes(s.name)).short })));
 

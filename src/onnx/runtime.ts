@@ -88,6 +88,9 @@ export class OnnxSession {
       // Measured on an SD1.5-shaped UNet: no slow second call at a new shape, and 6.9 GB peak RSS instead of 10.4 GB.
       enableMemPattern: opts.enableMemPattern ?? false,
       logSeverityLevel: 3,
+      // No busy-waiting between runs: onnxruntime's pool threads otherwise spin after every run and take the
+      // cores from the HTTP thread and from the next step's setup (measured as noisy request latencies).
+      extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
       ...(opts.device.threads ? { intraOpNumThreads: opts.device.threads } : {}),
     };
     const wanted = opts.device.kind;
