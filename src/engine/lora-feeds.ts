@@ -1,16 +1,18 @@
 /**
  * Where LoRA files meet the graph: a request's scale plan (src/lora) becomes the feeds of the low-rank
- * branches the load-time rewrite added (src/onnx/lora-branches.ts): per branch
+ * branches the load-time rewrite added (src/onnx/lora-branches.ts): per branch, with the active LoRAs'
+ * factors stacked along the rank axis R,
  *
- *   D [R, in(·kh·kw)]  the active LoRAs' down rows, stacked          (the file's layout)
- *   U [R, out]         their up columns as rows, stacked             (up transposed once per LoRA layer)
- *   s [R]              per-rank scale: weight × block weight × alpha/rank
+ *   linear:  A [in, R] = [down₁ᵀ | down₂ᵀ | …]      B [R, out] = [up₁ᵀ ; up₂ᵀ ; …]
+ *   conv:    A [R, in, kh, kw] = [down₁ ; down₂ ; …]  B [out, R, 1, 1] = [up₁ | up₂ | …]
+ *   s [R]    per-rank scale: weight × block weight × alpha/rank
  *
- * so that ((x·Dᵀ) ⊙ s)·U = Σᵢ sᵢ · x · downᵢᵀ · upᵢᵀ = x · (Σᵢ sᵢ · upᵢ @ downᵢ)ᵀ, the merged delta.
+ * so that ((x·A) ⊙ s)·B = Σᵢ sᵢ · x · downᵢᵀ · upᵢᵀ = x · (Σᵢ sᵢ · upᵢ @ downᵢ)ᵀ, the merged delta.
  *
- * Cost model: D and U depend only on WHICH LoRA layers are active, not on their weights, so they are built
- * once per combination and cached (a single active LoRA feeds its own arrays, no copy); new weights only
- * rebuild the small s vectors. Branches no LoRA touches get zero-size feeds (R = 0), which add exactly nothing.
+ * Cost model: A and B depend only on WHICH LoRA layers are active, not on their weights. Each LoRA layer is put
+ * in feed layout once (cached), a single active LoRA is fed without a copy, and a combination is stacked once
+ * and cached; new weights only rebuild the small s vectors. Branches no LoRA touches get zero-size feeds
+ * (R = 0), which add exactly nothing.
  */
 import { LoraserveError } from '../core/errors.js';
 import type { LoraLayer, ScalePlan, ScaledLayer } from '../lora/index.js';
@@ -35,7 +37,23 @@ function scaleDims(b: LoraBranch, R: number): number[] {
 }
 
 function downDims(b: LoraBranch, R: number): number[] {
-  return b.kind === 'conv' ? [R, b.inFeatures, b.kernel[0], b.kernel[1]] : [R, b.inFeatures];
+  return b.kind === 'conv' ? [R, b.inFeatures, b.kernel[0], b.kernel[1]] : [b.inFeatures, R];
+}
+
+function upDims(b: LoraBranch, R: number): number[] {
+  return b.kind === 'conv' ? [b.outFeatures, R, 1, 1] : [R, b.outFeatures];
+}
+
+/** [rows, cols] → [cols, rows]. */
+function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
+  const t = new Float32Array(m.length);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = m[i * cols + j];
+  return t;
+}
+
+/** Copies `part` ([rows, w]) into columns [off, off+w) of `dst` ([rows, W]). */
+function setColumns(dst: Data, part: Data, rows: number, W: number, w: number, off: number): void {
+  for (let i = 0; i < rows; i++) dst.set(part.subarray(i * w, (i + 1) * w) as never, i * W + off);
 }
 
 /** Zero-rank feeds for every branch: the graph then computes exactly the base model. */
@@ -44,20 +62,21 @@ export function emptyFeeds(plan: LoraBranchPlan): FeedSet {
   for (const b of plan.branches) {
     const empty = b.dtype === 'float32' ? new Float32Array(0) : new Uint16Array(0);
     feeds[b.downInput] = tensorOf(b.dtype, empty, downDims(b, 0));
-    feeds[b.upInput] = tensorOf(b.dtype, empty, [0, b.outFeatures]);
+    feeds[b.upInput] = tensorOf(b.dtype, empty, upDims(b, 0));
     feeds[b.scaleInput] = tensorOf(b.dtype, empty, scaleDims(b, 0));
   }
   return feeds;
 }
 
+/** One LoRA layer's factors in feed layout (A and B of a single-LoRA branch). */
 interface PreparedLayer {
-  down: Data;
-  upRows: Data;
+  a: Data;
+  b: Data;
 }
 
 interface StackedFactors {
-  down: Data;
-  up: Data;
+  a: Data;
+  b: Data;
   bytes: number;
 }
 
@@ -87,7 +106,7 @@ export class LoraFactorCache {
     return id;
   }
 
-  /** The layer's down rows and up-as-rows in the branch's dtype, checked against the branch's shape. */
+  /** The layer's factors in the branch's layout and dtype, checked against the branch's shape. */
   prepare(b: LoraBranch, layer: LoraLayer): PreparedLayer {
     let byType = this.prepared.get(layer);
     const hit = byType?.get(b.dtype);
@@ -100,9 +119,10 @@ export class LoraFactorCache {
       throw new LoraserveError('LORA_MISMATCH', `LoRA layer ${layer.key} has a ${kh}x${kw} down kernel; ${b.module} is ${b.kernel[0]}x${b.kernel[1]}`, { module: b.module });
     }
     const r = layer.rank;
-    const upRows = new Float32Array(r * b.outFeatures);
-    for (let o = 0; o < b.outFeatures; o++) for (let j = 0; j < r; j++) upRows[j * b.outFeatures + o] = layer.up[o * r + j];
-    const prepared = { down: convert(b.dtype, layer.down), upRows: convert(b.dtype, upRows) };
+    const prepared =
+      b.kind === 'conv'
+        ? { a: convert(b.dtype, layer.down), b: convert(b.dtype, layer.up) }
+        : { a: convert(b.dtype, transpose(layer.down, r, b.inFeatures)), b: convert(b.dtype, transpose(layer.up, b.outFeatures, r)) };
     if (!byType) {
       byType = new Map();
       this.prepared.set(layer, byType);
@@ -111,12 +131,9 @@ export class LoraFactorCache {
     return prepared;
   }
 
-  /** D and U for this combination of layers (no copy for a single layer). */
-  stack(b: LoraBranch, layers: readonly ScaledLayer[]): { down: Data; up: Data } {
-    if (layers.length === 1) {
-      const p = this.prepare(b, layers[0].layer);
-      return { down: p.down, up: p.upRows };
-    }
+  /** A and B for this combination of layers (no copy for a single layer). */
+  stack(b: LoraBranch, layers: readonly ScaledLayer[]): PreparedLayer {
+    if (layers.length === 1) return this.prepare(b, layers[0].layer);
     const key = `${b.dtype}|${b.module}|${layers.map((l) => this.idOf(l.layer)).join(',')}`;
     const hit = this.stacks.get(key);
     if (hit) {
@@ -128,15 +145,21 @@ export class LoraFactorCache {
     const R = layers.reduce((n, l) => n + l.layer.rank, 0);
     const rowLen = b.inFeatures * b.kernel[0] * b.kernel[1];
     const make = (n: number): Data => (b.dtype === 'float32' ? new Float32Array(n) : new Uint16Array(n));
-    const down = make(R * rowLen);
-    const up = make(R * b.outFeatures);
+    const a = make(R * rowLen);
+    const bb = make(R * b.outFeatures);
     let off = 0;
     for (let i = 0; i < parts.length; i++) {
-      down.set(parts[i].down as never, off * rowLen);
-      up.set(parts[i].upRows as never, off * b.outFeatures);
-      off += layers[i].layer.rank;
+      const r = layers[i].layer.rank;
+      if (b.kind === 'conv') {
+        a.set(parts[i].a as never, off * rowLen); // rows
+        setColumns(bb, parts[i].b, b.outFeatures, R, r, off);
+      } else {
+        setColumns(a, parts[i].a, b.inFeatures, R, r, off);
+        bb.set(parts[i].b as never, off * b.outFeatures); // rows
+      }
+      off += r;
     }
-    const entry = { down, up, bytes: down.byteLength + up.byteLength };
+    const entry = { a, b: bb, bytes: a.byteLength + bb.byteLength };
     this.stacks.set(key, entry);
     this.stackBytes += entry.bytes;
     while (this.stackBytes > this.maxStackBytes && this.stacks.size > 1) {
@@ -157,7 +180,7 @@ export function buildFeeds(branches: LoraBranchPlan, layers: ReadonlyMap<string,
   for (const [module, list] of layers) {
     const b = branches.byModule.get(module);
     if (!b) throw new LoraserveError('LORA_MISMATCH', `LoRA targets ${module}, which this model's graph has no LoRA branch for`, { module });
-    const { down, up } = cache.stack(b, list);
+    const { a, b: up } = cache.stack(b, list);
     const R = list.reduce((n, l) => n + l.layer.rank, 0);
     const scale = new Float32Array(R);
     let off = 0;
@@ -165,8 +188,8 @@ export function buildFeeds(branches: LoraBranchPlan, layers: ReadonlyMap<string,
       scale.fill(l.scale, off, off + l.layer.rank);
       off += l.layer.rank;
     }
-    feeds[b.downInput] = tensorOf(b.dtype, down, downDims(b, R));
-    feeds[b.upInput] = tensorOf(b.dtype, up, [R, b.outFeatures]);
+    feeds[b.downInput] = tensorOf(b.dtype, a, downDims(b, R));
+    feeds[b.upInput] = tensorOf(b.dtype, up, upDims(b, R));
     feeds[b.scaleInput] = tensorOf(b.dtype, convert(b.dtype, scale), scaleDims(b, R));
   }
   return feeds;

@@ -2,14 +2,14 @@
  * Request-time LoRA as a graph rewrite, done once at load: every targeted layer y = f(x; W) gains a
  * low-rank branch whose factors are graph INPUTS, so each request feeds its own LoRA set and weights:
  *
- *   MatMul / Gemm:  y = f(x; W) + ((x · Dᵀ) ⊙ s) · U          D [R, in], U [R, out], s [R]
- *   Conv:           y = f(x; W) + conv1x1(conv(x; D) ⊙ s, Uᵀ)  D [R, in, kh, kw] (W's pads/strides), s [R,1,1]
+ *   MatMul / Gemm:  y = f(x; W) + ((x · A) ⊙ s) · B        A [in, R], B [R, out], s [R]
+ *   Conv:           y = f(x; W) + conv(conv(x; A) ⊙ s; B)   A [R, in, kh, kw] (W's pads/strides), B [out, R, 1, 1], s [R,1,1]
  *
- * R is a symbolic per-layer dimension. The active LoRAs' factors are stacked along it in the layout the files
- * already have (D = the down rows, U = the up columns as rows), so a LoRA set is a concatenation of per-LoRA
- * arrays, and the per-rank scale s (user weight × block weight × alpha/rank) is a separate small input: new
- * weights for a seen set change only s. R = 0 (zero-size feeds) when no LoRA touches a layer: the branch then
- * adds exactly zero.
+ * Four nodes per layer and no layout work at run time: the factors arrive in the layout the ops consume
+ * (prepared once per LoRA layer and, for several LoRAs, stacked once per combination — src/engine/lora-feeds.ts).
+ * R is a symbolic per-layer dimension; the per-rank scale s (user weight × block weight × alpha/rank) is a
+ * separate small input, so new weights for a seen set change only s. R = 0 (zero-size feeds) when no LoRA
+ * touches a layer: the branch then adds exactly zero.
  *
  * Why inputs and not initializers: feeding a value for an initializer that is also a graph input is
  * silently ignored by onnxruntime-node 1.30, so weights cannot be swapped per run. Why not merge W + ΔW:
@@ -44,12 +44,6 @@ export function branchInputNames(index: number): { down: string; up: string; sca
   return { down: `lora.${index}.down`, up: `lora.${index}.up`, scale: `lora.${index}.scale` };
 }
 
-const UNSQUEEZE_AXES = 'lora/unsqueeze_axes_2_3';
-
-function opsetOf(model: onnx.IModelProto): number {
-  const v = model.opsetImport?.find((o) => !o.domain || o.domain === 'ai.onnx')?.version;
-  return typeof v === 'number' ? v : Number(v ?? 0);
-}
 
 function valueInfo(name: string, elemType: number, dims: Array<number | string>): onnx.IValueInfoProto {
   return {
@@ -77,8 +71,6 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
   const nodes: onnx.INodeProto[] = [];
   const inputs: onnx.IValueInfoProto[] = [...(graph.input ?? [])];
 
-  const opset = opsetOf(model);
-  let needAxes = false;
   for (const node of graph.node ?? []) {
     const target = node.name ? byNode.get(node.name) : undefined;
     if (!target || byModule.has(target.module)) {
@@ -98,24 +90,16 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
     nodes.push({ ...node, output: [t('base'), ...node.output!.slice(1)] });
     if (isConv) {
       inputs.push(valueInfo(down, elem, [rank, target.inFeatures, kernel[0], kernel[1]]));
-      inputs.push(valueInfo(up, elem, [rank, target.outFeatures]));
+      inputs.push(valueInfo(up, elem, [target.outFeatures, rank, 1, 1]));
       inputs.push(valueInfo(scale, elem, [rank, 1, 1]));
       nodes.push({ name: `${prefix}/down/Conv`, opType: 'Conv', input: [x, down], output: [t('mid')], attribute: copyConvAttributes(node) });
       nodes.push({ name: `${prefix}/scale/Mul`, opType: 'Mul', input: [t('mid'), scale], output: [t('scaled')] });
-      nodes.push({ name: `${prefix}/up/Transpose`, opType: 'Transpose', input: [up], output: [t('up_t')], attribute: [{ name: 'perm', type: onnx.AttributeProto.AttributeType.INTS, ints: [1, 0] }] });
-      if (opset >= 13) {
-        needAxes = true;
-        nodes.push({ name: `${prefix}/up/Unsqueeze`, opType: 'Unsqueeze', input: [t('up_t'), UNSQUEEZE_AXES], output: [t('up_k')] });
-      } else {
-        nodes.push({ name: `${prefix}/up/Unsqueeze`, opType: 'Unsqueeze', input: [t('up_t')], output: [t('up_k')], attribute: [{ name: 'axes', type: onnx.AttributeProto.AttributeType.INTS, ints: [2, 3] }] });
-      }
-      nodes.push({ name: `${prefix}/up/Conv`, opType: 'Conv', input: [t('scaled'), t('up_k')], output: [t('delta')] });
+      nodes.push({ name: `${prefix}/up/Conv`, opType: 'Conv', input: [t('scaled'), up], output: [t('delta')] });
     } else {
-      inputs.push(valueInfo(down, elem, [rank, target.inFeatures]));
+      inputs.push(valueInfo(down, elem, [target.inFeatures, rank]));
       inputs.push(valueInfo(up, elem, [rank, target.outFeatures]));
       inputs.push(valueInfo(scale, elem, [rank]));
-      nodes.push({ name: `${prefix}/down/Transpose`, opType: 'Transpose', input: [down], output: [t('down_t')], attribute: [{ name: 'perm', type: onnx.AttributeProto.AttributeType.INTS, ints: [1, 0] }] });
-      nodes.push({ name: `${prefix}/down/MatMul`, opType: 'MatMul', input: [x, t('down_t')], output: [t('mid')] });
+      nodes.push({ name: `${prefix}/down/MatMul`, opType: 'MatMul', input: [x, down], output: [t('mid')] });
       nodes.push({ name: `${prefix}/scale/Mul`, opType: 'Mul', input: [t('mid'), scale], output: [t('scaled')] });
       nodes.push({ name: `${prefix}/up/MatMul`, opType: 'MatMul', input: [t('scaled'), up], output: [t('delta')] });
     }
@@ -135,9 +119,6 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
     };
     branches.push(b);
     byModule.set(target.module, b);
-  }
-  if (needAxes) {
-    graph.initializer = [...(graph.initializer ?? []), { name: UNSQUEEZE_AXES, dataType: DataType.INT64, dims: [2], int64Data: [2, 3] }];
   }
   const missing = targets.filter((t) => !byModule.has(t.module)).map((t) => t.nodeName);
   if (missing.length) throw new LoraserveError('MODEL_INVALID', `LoRA rewrite found no node for ${missing.slice(0, 5).join(', ')}`, { missing });

@@ -18,8 +18,9 @@ import { silentLogger } from '../core/logger.js';
 import type { HostDtype, HostTensor } from '../tensor/host-tensor.js';
 import { describeTensor, numel } from '../tensor/host-tensor.js';
 
-// ORT's own logging bypasses pino; keep it to errors (we report failures ourselves).
-ort.env.logLevel = 'error';
+// ORT's own logging bypasses pino and goes to stderr; failures reach callers as LoraserveErrors carrying
+// ORT's message (and provider fallbacks as one warning), so only fatal ORT messages are let through.
+ort.env.logLevel = 'fatal';
 
 export interface IoInfo {
   name: string;

@@ -16,3 +16,18 @@ export function tinyModelDir(preset: 'tiny' | 'tiny-sd2' = 'tiny'): Promise<stri
   }
   return p;
 }
+
+export interface TinyModel {
+  root: string;
+  modelDir: string;
+  /** The generated LoRA files (catears, idol, stage, costume [LoCon], lights [PEFT], …). */
+  loras: string[];
+  cleanup(): void;
+}
+
+/** A private generated tiny pipeline (for tests that need their own folder); `cleanup` removes it. */
+export async function makeTinyModel(opts: { loras?: number } = {}): Promise<TinyModel> {
+  const root = mkdtempSync(join(tmpdir(), 'loraserve-tiny-'));
+  const r = await synthesize({ preset: 'tiny', outDir: join(root, 'model'), seed: 0, loras: opts.loras ?? 3 });
+  return { root, modelDir: r.outDir, loras: r.loras, cleanup: () => rmSync(root, { recursive: true, force: true }) };
+}
