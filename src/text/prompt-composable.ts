@@ -23,7 +23,7 @@ const RE_WEIGHT = new RegExp(`^([\\s\\S]*?)(?:${PY_SPACE}*:${PY_SPACE}*([-+]?(?:
  * Splits on AND and reads each part's trailing weight. Examples:
  *   'a cat'              → [{ text: 'a cat', weight: 1 }]
  *   'a cat :1.5 '        → [{ text: 'a cat', weight: 1.5 }]
- *   'a cat AND a dog:0.5' → [{ text: 'a cat ', weight: 1 }, { text: ' a dog', weight: 0.5 }]
+ *   'a cat AND a dog:0.5' → [{ text: 'a cat', weight: 1 }, { text: ' a dog', weight: 0.5 }]
  */
 export function splitComposablePrompt(prompt: string): WeightedSubprompt[] {
   return prompt.split(RE_AND).map((sub) => {

@@ -85,3 +85,18 @@ test('the seed prompt has no prompt editing: one entry, unchanged', () => {
   const p = '//quality, (masterpiece:1.3), (detailed), ((,best quality,)),//,cute,1girl,(red hair: 1.1),(,long_hair,single braid :1.4)';
   assert.deepEqual(g(p, 20), [[20, p]]);
 });
+
+test('property: no prompt throws; every schedule ends at the step count with increasing steps', () => {
+  const alphabet = ['[', ']', '(', ')', ':', '|', '\\', ' ', 'a', 'b', '1', '.5', '2', '-', 'e3', '[a:b:2]', '[a|b]', '\n'];
+  let s = 12345;
+  const next = (): number => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296);
+  for (let i = 0; i < 3000; i++) {
+    let p = '';
+    const len = 1 + Math.floor(next() * 16);
+    for (let j = 0; j < len; j++) p += alphabet[Math.floor(next() * alphabet.length)];
+    const sched = promptSchedule(p, 7);
+    assert.ok(sched.length >= 1, JSON.stringify(p));
+    assert.equal(sched[sched.length - 1].untilStep, 7, JSON.stringify(p));
+    for (let k = 1; k < sched.length; k++) assert.ok(sched[k].untilStep > sched[k - 1].untilStep, JSON.stringify(p));
+  }
+});
