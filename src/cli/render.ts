@@ -1,6 +1,6 @@
 /** `loraserve render`: one prompt → PNG file(s), rendered in a worker thread. */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { dirname, extname, resolve } from 'node:path';
+import { dirname, extname, join, resolve } from 'node:path';
 import { parseDeviceKind, type DeviceConfig } from '../core/config.js';
 import { LoraserveError } from '../core/errors.js';
 import { writeFilesAtomic } from '../core/fs-atomic.js';
@@ -29,7 +29,9 @@ const HELP = `usage: loraserve render --model DIR --prompt TEXT --out FILE.png [
   --save-latents FILE.npy  write the final latents (before the VAE scaling factor is divided out)
   --lora NAME:WEIGHT     apply a LoRA from the LoRA folder (repeatable; NAME alone = weight 1;
                          NAME:TE:UNET sets separate text-encoder and UNet weights)
-  --lora-dir DIR         LoRA folder (default ./loras)
+  --lora-dir DIR         LoRA folder (default ./loras); prompts may also name LoRAs as <lora:NAME:WEIGHT>
+  --embeddings-dir DIR   textual-inversion embeddings (default models/embeddings)
+  --clip-skip N          A1111's "Clip skip" (1 = last layer, default)
   --device cpu|cuda|webgpu  execution provider (default cpu; falls back to cpu with a warning)
   --device-id N          CUDA device ordinal
   --quiet                no progress lines
@@ -61,7 +63,11 @@ export async function renderCommand(argv: string[]): Promise<number> {
     quiet: { type: 'boolean' },
     lora: { type: 'string', multiple: true },
     'lora-dir': { type: 'string' },
+    'embeddings-dir': { type: 'string' },
+    'clip-skip': { type: 'string' },
   });
+  const embeddingsDir = resolve(str(flags, 'embeddings-dir', join('models', 'embeddings'))!);
+  if (flags['embeddings-dir'] !== undefined && !existsSync(embeddingsDir)) throw new LoraserveError('INVALID_ARGUMENT', `--embeddings-dir: folder ${embeddingsDir} does not exist`);
   const loras = ((flags.lora as string[] | undefined) ?? []).map(parseLoraFlag);
   const loraDir = resolve(str(flags, 'lora-dir', 'loras')!);
   if (flags['lora-dir'] !== undefined && !existsSync(loraDir)) throw new LoraserveError('INVALID_ARGUMENT', `--lora-dir: folder ${loraDir} does not exist`);
@@ -116,11 +122,12 @@ export async function renderCommand(argv: string[]): Promise<number> {
     initialNoise,
     returnLatents: Boolean(saveLatents),
     loras,
+    clipSkip: num(flags, 'clip-skip', 1, { integer: true, min: 1, max: 48 }),
   };
 
   const quiet = Boolean(flags.quiet);
   const logger = consoleLogger(quiet ? 'warn' : 'info');
-  const host = await RenderHost.start(modelDir, device, logger, { loraDir: existsSync(loraDir) ? loraDir : undefined });
+  const host = await RenderHost.start(modelDir, device, logger, { loraDir: existsSync(loraDir) ? loraDir : undefined, embeddingsDir: existsSync(embeddingsDir) ? embeddingsDir : undefined });
   try {
     const result = await host.render(request, {
       onProgress: quiet ? undefined : (p) => process.stderr.write(`step ${p.step}/${p.total}  eta ${(p.etaMs / 1000).toFixed(1)}s\n`),

@@ -201,6 +201,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const queue = new LocalQueue({
     modelDir,
     loraDir,
+    embeddingsDir,
     devices,
     maxQueued: num(flags, 'max-queue', 32, { integer: true, min: 0 }),
     defaultTimeoutMs: config.jobTimeoutMs,

@@ -67,6 +67,11 @@ interface SamplerEntry {
   readonly ddim?: boolean;
   /** Noise the sampler draws from nextNoise per step (0, 1 or 2): informative, for GET /samplers. */
   readonly noisePerStep: 0 | 1 | 2;
+  /**
+   * Two model calls per step: A1111 (sd_samplers_kdiffusion.py, `second_order` option) counts prompt-editing
+   * steps in model calls, so its schedules run over 2 × steps for these samplers.
+   */
+  readonly secondOrder?: boolean;
 }
 
 interface ScheduleEntry {
@@ -79,13 +84,13 @@ interface ScheduleEntry {
 const SAMPLERS: readonly SamplerEntry[] = [
   { id: 'euler', label: 'Euler', aliases: ['k_euler'], run: sampleEuler, a1111Automatic: 'uniform', noisePerStep: 0 },
   { id: 'euler_a', label: 'Euler a', aliases: ['k_euler_a', 'k_euler_ancestral', 'euler_ancestral'], run: sampleEulerAncestral, a1111Automatic: 'uniform', noisePerStep: 1 },
-  { id: 'heun', label: 'Heun', aliases: ['k_heun'], run: sampleHeun, a1111Automatic: 'uniform', noisePerStep: 0 },
+  { id: 'heun', label: 'Heun', aliases: ['k_heun'], run: sampleHeun, a1111Automatic: 'uniform', noisePerStep: 0, secondOrder: true },
   { id: 'lms', label: 'LMS', aliases: ['k_lms'], run: sampleLms, a1111Automatic: 'uniform', noisePerStep: 0 },
-  { id: 'dpm2', label: 'DPM2', aliases: ['k_dpm_2', 'dpm_2'], run: sampleDpm2, a1111Automatic: 'karras', a1111Default: 'karras', discardPenultimate: true, noisePerStep: 0 },
-  { id: 'dpm2_a', label: 'DPM2 a', aliases: ['k_dpm_2_a', 'dpm_2_ancestral'], run: sampleDpm2Ancestral, a1111Automatic: 'karras', a1111Default: 'karras', discardPenultimate: true, noisePerStep: 1 },
-  { id: 'dpmpp_2s_a', label: 'DPM++ 2S a', aliases: ['k_dpmpp_2s_a', 'dpmpp_2s_ancestral'], run: sampleDpmpp2sAncestral, a1111Automatic: 'karras', a1111Default: 'karras', noisePerStep: 1 },
+  { id: 'dpm2', label: 'DPM2', aliases: ['k_dpm_2', 'dpm_2'], run: sampleDpm2, a1111Automatic: 'karras', a1111Default: 'karras', discardPenultimate: true, noisePerStep: 0, secondOrder: true },
+  { id: 'dpm2_a', label: 'DPM2 a', aliases: ['k_dpm_2_a', 'dpm_2_ancestral'], run: sampleDpm2Ancestral, a1111Automatic: 'karras', a1111Default: 'karras', discardPenultimate: true, noisePerStep: 1, secondOrder: true },
+  { id: 'dpmpp_2s_a', label: 'DPM++ 2S a', aliases: ['k_dpmpp_2s_a', 'dpmpp_2s_ancestral'], run: sampleDpmpp2sAncestral, a1111Automatic: 'karras', a1111Default: 'karras', noisePerStep: 1, secondOrder: true },
   { id: 'dpmpp_2m', label: 'DPM++ 2M', aliases: ['k_dpmpp_2m'], run: sampleDpmpp2m, a1111Automatic: 'karras', a1111Default: 'karras', noisePerStep: 0 },
-  { id: 'dpmpp_sde', label: 'DPM++ SDE', aliases: ['k_dpmpp_sde'], run: sampleDpmppSde, a1111Automatic: 'karras', a1111Default: 'karras', noisePerStep: 2 },
+  { id: 'dpmpp_sde', label: 'DPM++ SDE', aliases: ['k_dpmpp_sde'], run: sampleDpmppSde, a1111Automatic: 'karras', a1111Default: 'karras', noisePerStep: 2, secondOrder: true },
   { id: 'dpmpp_2m_sde', label: 'DPM++ 2M SDE', aliases: ['k_dpmpp_2m_sde'], run: sampleDpmpp2mSde, a1111Automatic: 'exponential', a1111Default: 'exponential', noisePerStep: 1 },
   { id: 'dpmpp_2m_sde_heun', label: 'DPM++ 2M SDE Heun', aliases: ['k_dpmpp_2m_sde_heun'], run: sampleDpmpp2mSdeHeun, a1111Automatic: 'exponential', a1111Default: 'exponential', noisePerStep: 1 },
   { id: 'dpmpp_3m_sde', label: 'DPM++ 3M SDE', aliases: ['k_dpmpp_3m_sde'], run: sampleDpmpp3mSde, a1111Automatic: 'exponential', a1111Default: 'exponential', discardPenultimate: true, noisePerStep: 1 },
@@ -146,6 +151,8 @@ export interface ResolvedSampling {
   /** The noise table the plan is built on: diffusers' (native) or ldm's (a1111). */
   readonly tableFlavor: NoiseTableFlavor;
   readonly sampler: Sampler;
+  /** Model calls per step are 2 (Heun, DPM2, DPM2 a, DPM++ 2S a, DPM++ SDE): prompt schedules count calls. */
+  readonly secondOrder: boolean;
   /** Builds this request's plan for a model's scheduler config (pure; cheap: one 1000-entry table). */
   schedule(config: SchedulerConfig, steps: number): SigmaPlan;
   /** Infotext "Sampler:" (A1111's name). */
@@ -228,6 +235,7 @@ export function resolveSampling(req: SamplingRequest): ResolvedSampling {
     requestedSchedule: schedule === AUTOMATIC ? 'automatic' : schedule.id,
     tableFlavor,
     sampler: sampler.run,
+    secondOrder: sampler.secondOrder === true,
     schedule: (config, steps) => build({ config, steps, table: buildNoiseTable(config, tableFlavor) }),
     a1111Sampler: sampler.label,
     a1111Schedule,

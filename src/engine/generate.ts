@@ -17,6 +17,10 @@ import { latentPreviewRgb, vaeOutputToRgb } from '../image/pixels.js';
 import type { OnnxSession } from '../onnx/runtime.js';
 import { float16ToFloat32Array, float32ToFloat16Array } from '../tensor/float16.js';
 import type { HostTensor } from '../tensor/host-tensor.js';
+import { textEncoderFeeds } from '../onnx/text-encoder-rewrite.js';
+import type { EmbeddingLibrary } from '../text/embeddings/library.js';
+import { buildConditioning, type Conditioning } from './conditioning.js';
+import { lorasForRequest } from './lora-list.js';
 import type { LoraResolver, ResolvedLoras } from './lora-resolver.js';
 import type { LoadedModel } from './model.js';
 import type { RenderHooks, RenderRequest, RenderResult, RenderedImage } from './request.js';
@@ -25,10 +29,10 @@ import { validateRenderRequest } from './validate.js';
 /** Wraps session runs to account the time spent inside onnxruntime. */
 class OrtClock {
   ms = 0;
-  async run(s: OnnxSession, feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
+  async run(s: OnnxSession, feeds: Record<string, HostTensor>, outputs?: string[]): Promise<Record<string, HostTensor>> {
     const t = performance.now();
     try {
-      return await s.run(feeds);
+      return await s.run(feeds, outputs);
     } finally {
       this.ms += performance.now() - t;
     }
@@ -49,23 +53,6 @@ function checkAborted(signal?: CancelSignal): void {
   if (signal?.aborted) throw new LoraserveError('CANCELLED', 'render cancelled');
 }
 
-/** Step 1: prompt and negative prompt → [uncond; cond] embeddings [2, 77, D]. */
-async function encodeText(model: LoadedModel, req: RenderRequest, clock: OrtClock, loras: ResolvedLoras): Promise<{ uncond: Float32Array; cond: Float32Array; seqLen: number }> {
-  const len = model.tokenizer.maxLength;
-  const ids = new Int32Array(2 * len);
-  ids.set(model.tokenizer.encodeForModel(req.negativePrompt), 0);
-  ids.set(model.tokenizer.encodeForModel(req.prompt), len);
-  const feed: HostTensor =
-    model.textInput.type === 'int64'
-      ? { type: 'int64', data: BigInt64Array.from(ids, (v) => BigInt(v)), dims: [2, len] }
-      : { type: 'int32', data: ids, dims: [2, len] };
-  const out = await clock.run(model.textEncoder, { [model.textInput.name]: feed, ...loras.feeds.te });
-  const hidden = out['last_hidden_state'] ?? Object.values(out)[0];
-  const data = toFloat32(hidden);
-  const per = data.length / 2;
-  return { uncond: data.subarray(0, per), cond: data.subarray(per), seqLen: hidden.dims[1] };
-}
-
 /** Step 2: the initial noise, one generator per image (seed + k), as A1111 does; or the caller's latents. */
 function initialNoise(req: RenderRequest, shape: number[], generators: NoiseGenerator[]): Float32Array {
   const per = shape[1] * shape[2] * shape[3];
@@ -80,19 +67,26 @@ function initialNoise(req: RenderRequest, shape: number[], generators: NoiseGene
   return x;
 }
 
+/** What a render may use besides the model: the LoRA resolver and the textual-inversion library. */
+export interface RenderContext {
+  loras?: LoraResolver;
+  embeddings?: EmbeddingLibrary;
+}
+
 /**
- * Renders one request. `loras` resolves the request's LoRA list into branch feeds; without it, a request
- * that names LoRAs is refused (UNKNOWN_LORA).
+ * Renders one request. Without `ctx.loras`, a request that names LoRAs (in its list or as `<lora:>` tags)
+ * is refused (UNKNOWN_LORA).
  */
-export async function generate(model: LoadedModel, req: RenderRequest, hooks: RenderHooks = {}, loraResolver?: LoraResolver): Promise<RenderResult> {
+export async function generate(model: LoadedModel, req: RenderRequest, hooks: RenderHooks = {}, ctx: RenderContext = {}): Promise<RenderResult> {
   const t0 = performance.now();
   validateRenderRequest(model, req);
-  if (req.loras?.length && !loraResolver) {
-    throw new LoraserveError('UNKNOWN_LORA', `unknown LoRA '${req.loras[0].name}': no LoRA folder is configured`, { name: req.loras[0].name });
+  const sampling = resolveSampling({ sampler: req.sampler, scheduler: req.scheduler, flavor: req.flavor });
+  const specs = lorasForRequest(req.prompt, req.loras);
+  if (specs.length && !ctx.loras) {
+    throw new LoraserveError('UNKNOWN_LORA', `unknown LoRA '${specs[0].name}': no LoRA folder is configured`, { name: specs[0].name });
   }
   const noLoras: ResolvedLoras = { feeds: { unet: model.lora.unet.empty, te: model.lora.te.empty, signature: '' }, hashes: [], ms: 0 };
-  const loras = loraResolver ? await loraResolver.resolve(req.loras) : noLoras;
-  const sampling = resolveSampling({ sampler: req.sampler, scheduler: req.scheduler, flavor: req.flavor });
+  const loras = ctx.loras ? await ctx.loras.resolve(specs) : noLoras;
   const clock = new OrtClock();
   const sig = model.unetSig;
   const B = req.batchSize;
@@ -102,21 +96,36 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
   const per = C * h * w;
   const seeds = Array.from({ length: B }, (_, k) => req.seed + k);
 
-  // 1. text
+  // 1. text: A1111's prompt language → per-model-call conditioning (prompt editing changes it mid-render)
   checkAborted(hooks.signal);
-  const text = await encodeText(model, req, clock, loras);
+  await ctx.embeddings?.refresh();
+  const cond = await buildConditioning(
+    {
+      tokenizer: model.tokenizer,
+      hiddenSize: model.te.hiddenSize,
+      placeholderBase: model.te.tableRows,
+      layers: model.te.layers,
+      embeddings: ctx.embeddings,
+      encode: async (ids, extra, clipSkip) => {
+        const { feeds, output } = textEncoderFeeds(model.te, ids, extra, clipSkip);
+        const out = await clock.run(model.textEncoder, { ...feeds, ...loras.feeds.te }, [output]);
+        return toFloat32(out[output]);
+      },
+    },
+    {
+      prompt: req.prompt,
+      negativePrompt: req.negativePrompt,
+      // A1111 counts prompt-editing steps in model calls: twice the steps for second-order samplers.
+      steps: req.steps * (sampling.secondOrder ? 2 : 1),
+      clipSkip: req.clipSkip,
+      emphasis: req.emphasis,
+      padConds: req.padConds,
+    },
+  );
   const tText = performance.now();
   const guided = req.cfgScale !== 1;
-  const rows = guided ? 2 * B : B;
-  const ctxPer = text.cond.length;
-  const context = new Float32Array(rows * ctxPer);
-  for (let k = 0; k < B; k++) {
-    if (guided) {
-      context.set(text.uncond, k * ctxPer);
-      context.set(text.cond, (B + k) * ctxPer);
-    } else context.set(text.cond, k * ctxPer);
-  }
-  const contextTensor = floatTensor(sig.floatType, context, [rows, text.seqLen, sig.contextDim]);
+  const cfgScale = req.cfgScale * cond.cfgWeight;
+  const contexts = new ContextTensors(cond, B, sig.floatType, sig.contextDim);
 
   // 2. schedule and noise
   const plan = sampling.schedule(model.scheduler, req.steps);
@@ -129,24 +138,40 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
     return n;
   };
 
-  // 3. the model call the sampler sees: x (sampler space) and σ → CFG-combined denoised x0
+  // 3. the model call the sampler sees: x (sampler space) and σ → CFG-combined denoised x0.
+  // Cond and uncond share one UNet batch [uncond×B; cond×B] when their token lengths agree, else two calls.
   let unetCalls = 0;
-  const sampleBuf = new Float32Array(rows * per);
-  const denoise = async (xs: Float32Array, sigma: number): Promise<Float32Array> => {
-    checkAborted(hooks.signal);
-    const cIn = modelInputScale(sigma);
-    for (let i = 0; i < xs.length; i++) sampleBuf[i] = xs[i] * cIn;
-    if (guided) sampleBuf.copyWithin(B * per, 0, B * per);
-    const t = plan.timestepFor(sigma);
+  let call = 0;
+  const runUnet = async (sample: Float32Array, rows: number, t: number, context: HostTensor): Promise<Float32Array> => {
     const out = await clock.run(model.unet, {
-      [sig.sample]: floatTensor(sig.floatType, sampleBuf, [rows, C, h, w]),
+      [sig.sample]: floatTensor(sig.floatType, sample, [rows, C, h, w]),
       [sig.timestep]: timestepTensor(sig.timestepType, sig.timestepRank, t, rows),
-      [sig.context]: contextTensor,
+      [sig.context]: context,
       ...loras.feeds.unet,
     });
     unetCalls++;
-    const raw = toFloat32(out[sig.output] ?? Object.values(out)[0]);
-    const eps = guided ? cfgCombine(raw.subarray(0, B * per), raw.subarray(B * per), req.cfgScale) : raw;
+    return toFloat32(out[sig.output] ?? Object.values(out)[0]);
+  };
+  const denoise = async (xs: Float32Array, sigma: number): Promise<Float32Array> => {
+    checkAborted(hooks.signal);
+    const c = call++;
+    const cIn = modelInputScale(sigma);
+    const scaled = new Float32Array(xs.length);
+    for (let i = 0; i < xs.length; i++) scaled[i] = xs[i] * cIn;
+    const t = plan.timestepFor(sigma);
+    let eps: Float32Array;
+    if (!guided) eps = await runUnet(scaled, B, t, contexts.cond(c));
+    else if (cond.sameLength) {
+      const both = new Float32Array(2 * B * per);
+      both.set(scaled, 0);
+      both.set(scaled, B * per);
+      const raw = await runUnet(both, 2 * B, t, contexts.both(c));
+      eps = cfgCombine(raw.subarray(0, B * per), raw.subarray(B * per), cfgScale);
+    } else {
+      const u = await runUnet(scaled, B, t, contexts.uncond(c));
+      const k = await runUnet(scaled, B, t, contexts.cond(c));
+      eps = cfgCombine(u, k, cfgScale);
+    }
     return denoisedFromModelOutput(xs, eps, sigma, model.scheduler.predictionType);
   };
 
@@ -206,6 +231,10 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
       // nothing for nv, like A1111; on our API name the generator so the image can be reproduced exactly.
       rng: req.rng === 'cpu' ? 'CPU' : req.flavor === 'a1111' ? undefined : 'NV',
       loraHashes: loras.hashes.length ? loras.hashes : undefined,
+      tiHashes: cond.infotext.tiHashes.length ? cond.infotext.tiHashes : undefined,
+      emphasis: cond.infotext.emphasis,
+      clipSkip: req.clipSkip,
+      extra: cond.infotext.padConds ? { 'Pad conds': 'True' } : undefined,
       version: INFOTEXT_VERSION,
     });
     const png = await encodePng(rgbs[k], req.width, req.height, { parameters: infotext });
@@ -235,4 +264,42 @@ function timestepTensor(type: string, rank: number, t: number, rows: number): Ho
   if (type === 'int32') return { type: 'int32', data: new Int32Array(n).fill(Math.round(t)), dims };
   if (type === 'float16') return { type: 'float16', data: float32ToFloat16Array(new Float32Array(n).fill(t)), dims };
   return { type: 'float32', data: new Float32Array(n).fill(t), dims };
+}
+
+/**
+ * UNet context tensors for a model call, repeated over the batch: built once per distinct conditioning
+ * (prompt editing switches it at scheduled steps) and reused for every call in between.
+ */
+class ContextTensors {
+  private last = new Map<string, { key: Float32Array[]; tensor: HostTensor }>();
+  constructor(
+    private readonly c: Conditioning,
+    private readonly B: number,
+    private readonly type: 'float32' | 'float16',
+    private readonly D: number,
+  ) {}
+
+  private build(kind: string, parts: Float32Array[], tokens: number): HostTensor {
+    const hit = this.last.get(kind);
+    if (hit && hit.key.length === parts.length && hit.key.every((p, i) => p === parts[i])) return hit.tensor;
+    const len = tokens * this.D;
+    const data = new Float32Array(parts.length * this.B * len);
+    parts.forEach((p, j) => {
+      for (let k = 0; k < this.B; k++) data.set(p, (j * this.B + k) * len);
+    });
+    const tensor = floatTensor(this.type, data, [parts.length * this.B, tokens, this.D]);
+    this.last.set(kind, { key: parts, tensor });
+    return tensor;
+  }
+
+  cond(call: number): HostTensor {
+    return this.build('cond', [this.c.condAt(call)], this.c.condTokens);
+  }
+  uncond(call: number): HostTensor {
+    return this.build('uncond', [this.c.uncondAt(call)], this.c.uncondTokens);
+  }
+  /** [uncond×B; cond×B] (equal token lengths). */
+  both(call: number): HostTensor {
+    return this.build('both', [this.c.uncondAt(call), this.c.condAt(call)], this.c.condTokens);
+  }
 }

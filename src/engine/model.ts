@@ -14,6 +14,7 @@ import { discoverTargetLayers } from '../onnx/graph-modules.js';
 import { addLoraBranches, type LoraBranchPlan } from '../onnx/lora-branches.js';
 import { materializeModel } from '../onnx/materialize.js';
 import { readModel } from '../onnx/proto.js';
+import { rewriteTextEncoder, type TextEncoderRewrite } from '../onnx/text-encoder-rewrite.js';
 import { OnnxSession, type IoInfo } from '../onnx/runtime.js';
 import { ClipTokenizer } from '../text/clip-tokenizer.js';
 import type { HostDtype } from '../tensor/host-tensor.js';
@@ -64,6 +65,8 @@ export interface LoadedModel {
   textInput: { name: string; type: HostDtype };
   /** Low-rank branch inputs added at load (see src/onnx/lora-branches.ts). */
   lora: { unet: LoraGraph; te: LoraGraph };
+  /** The text encoder's added inputs/outputs: textual-inversion rows and clip-skip hidden states. */
+  te: TextEncoderRewrite;
   release(): Promise<void>;
 }
 
@@ -128,10 +131,15 @@ export async function loadModel(dir: string, opts: LoadOptions): Promise<LoadedM
     sessions.push(s);
     return s;
   };
-  /** Opens a graph rewritten with a LoRA branch on every targetable layer. */
+  /**
+   * Opens a graph rewritten with a LoRA branch on every targetable layer; the text encoder first gains its
+   * textual-inversion input and clip-skip outputs (src/onnx/text-encoder-rewrite.ts).
+   */
+  let teRewrite: TextEncoderRewrite | undefined;
   const openWithBranches = async (path: string, label: string, part: 'unet' | 'te'): Promise<{ session: OnnxSession; graph: LoraGraph }> => {
     const t = performance.now();
     const { model: proto, dir } = await readModel(path);
+    if (part === 'te') teRewrite = rewriteTextEncoder(proto);
     const layers = discoverTargetLayers(proto);
     const plan = addLoraBranches(proto, layers);
     const mat = materializeModel(proto, { modelDir: dir, tag: 'lora', cacheRoot: opts.cacheDir, logger });
@@ -155,7 +163,7 @@ export async function loadModel(dir: string, opts: LoadOptions): Promise<LoadedM
     const vaeDecoder = await open(files.vaeDecoder, 'vae_decoder');
     const vaeEncoder = files.vaeEncoder ? await open(files.vaeEncoder, 'vae_encoder') : undefined;
     const unetSig = unetSignature(unet, spatial.multipleOf);
-    const textIn = pickInput(textEncoder, ['input_ids'], 'token ids');
+    const textIn = pickInput(textEncoder, [teRewrite!.idsInput], 'token ids');
     const rawScaling = files.vaeConfig?.['scaling_factor'];
     const vaeScalingFactor = typeof rawScaling === 'number' && rawScaling > 0 ? rawScaling : 0.18215;
     logger.info(
@@ -185,6 +193,7 @@ export async function loadModel(dir: string, opts: LoadOptions): Promise<LoadedM
       vaeScalingFactor,
       textInput: { name: textIn.name, type: textIn.type as HostDtype },
       lora: { unet: un.graph, te: te.graph },
+      te: teRewrite!,
       async release() {
         await Promise.all(sessions.map((s) => s.release()));
       },

@@ -44,6 +44,8 @@ export interface LocalQueueOptions {
   modelDir?: string;
   /** LoRA folder the workers read request LoRAs from (each worker watches it for changes). */
   loraDir?: string;
+  /** Textual-inversion embeddings folder the workers read. */
+  embeddingsDir?: string;
   /** One worker per entry; default one CPU worker. */
   devices?: DeviceConfig[];
   /** How workers are started; default `RenderHost.start(modelDir, device, logger)`. */
@@ -93,7 +95,7 @@ function deviceLabel(d: DeviceConfig): string {
 const MINUTE = 60_000;
 
 export class LocalQueue implements JobQueue {
-  private readonly opts: Required<Omit<LocalQueueOptions, 'modelDir' | 'loraDir' | 'hostFactory' | 'devices' | 'logger'>>;
+  private readonly opts: Required<Omit<LocalQueueOptions, 'modelDir' | 'loraDir' | 'embeddingsDir' | 'hostFactory' | 'devices' | 'logger'>>;
   private readonly logger: Logger;
   private readonly workers: Worker[];
   private readonly jobs = new Map<string, Job>();
@@ -123,7 +125,7 @@ export class LocalQueue implements JobQueue {
       options.hostFactory ??
       ((device, logger) => {
         if (!options.modelDir) throw new LoraserveError('INVALID_ARGUMENT', 'LocalQueue needs modelDir or hostFactory');
-        return RenderHost.start(options.modelDir, device, logger, { loraDir: options.loraDir });
+        return RenderHost.start(options.modelDir, device, logger, { loraDir: options.loraDir, embeddingsDir: options.embeddingsDir });
       });
     const devices = options.devices?.length ? options.devices : [{ kind: 'cpu' as const }];
     const seen = new Map<string, number>();

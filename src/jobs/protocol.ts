@@ -14,7 +14,7 @@ export interface ModelInfo {
 }
 
 export type HostToWorker =
-  | { type: 'load'; modelDir: string; device: DeviceConfig; loraDir?: string }
+  | { type: 'load'; modelDir: string; device: DeviceConfig; loraDir?: string; embeddingsDir?: string }
   | { type: 'render'; id: string; request: RenderRequest; cancelFlag: Int32Array }
   | { type: 'shutdown' };
 

@@ -32,6 +32,7 @@ export class RenderHost {
   readonly modelDir: string;
   readonly device: DeviceConfig;
   readonly loraDir: string | undefined;
+  readonly embeddingsDir: string | undefined;
   private readonly logger: Logger;
   private worker: Worker | null = null;
   private info: ModelInfo | null = null;
@@ -39,16 +40,17 @@ export class RenderHost {
   private queue: Promise<unknown> = Promise.resolve();
   private closing = false;
 
-  private constructor(modelDir: string, device: DeviceConfig, logger: Logger, loraDir: string | undefined) {
+  private constructor(modelDir: string, device: DeviceConfig, logger: Logger, dirs: { loraDir?: string; embeddingsDir?: string }) {
     this.modelDir = modelDir;
     this.device = device;
     this.logger = logger;
-    this.loraDir = loraDir;
+    this.loraDir = dirs.loraDir;
+    this.embeddingsDir = dirs.embeddingsDir;
   }
 
-  /** Starts a worker thread and loads the model (and the LoRA folder's library, when given) in it. */
-  static async start(modelDir: string, device: DeviceConfig, logger: Logger = silentLogger, opts: { loraDir?: string } = {}): Promise<RenderHost> {
-    const host = new RenderHost(modelDir, device, logger, opts.loraDir);
+  /** Starts a worker thread and loads the model (and the LoRA and embeddings folders, when given) in it. */
+  static async start(modelDir: string, device: DeviceConfig, logger: Logger = silentLogger, opts: { loraDir?: string; embeddingsDir?: string } = {}): Promise<RenderHost> {
+    const host = new RenderHost(modelDir, device, logger, opts);
     await host.spawn();
     return host;
   }
@@ -104,7 +106,7 @@ export class RenderHost {
       };
       worker.on('error', (e) => onDeath(e.message));
       worker.on('exit', (code) => onDeath(`exit code ${code}`));
-      this.send({ type: 'load', modelDir: this.modelDir, device: this.device, loraDir: this.loraDir });
+      this.send({ type: 'load', modelDir: this.modelDir, device: this.device, loraDir: this.loraDir, embeddingsDir: this.embeddingsDir });
     });
   }
 

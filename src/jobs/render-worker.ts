@@ -9,6 +9,7 @@ import type { Logger } from '../core/logger.js';
 import { generate } from '../engine/generate.js';
 import { LoraResolver } from '../engine/lora-resolver.js';
 import { LoraLibrary } from '../lora/index.js';
+import { EmbeddingLibrary } from '../text/embeddings/library.js';
 import { loadModel, type LoadedModel } from '../engine/model.js';
 import { sizeMultiple } from '../engine/validate.js';
 import type { HostToWorker, WorkerToHost } from './protocol.js';
@@ -28,6 +29,7 @@ const logger: Logger = { debug: forward('debug'), info: forward('info'), warn: f
 let model: LoadedModel | undefined;
 let library: LoraLibrary | undefined;
 let resolver: LoraResolver | undefined;
+let embeddings: EmbeddingLibrary | undefined;
 
 async function handle(msg: HostToWorker): Promise<void> {
   switch (msg.type) {
@@ -39,6 +41,7 @@ async function handle(msg: HostToWorker): Promise<void> {
         library = msg.loraDir ? await LoraLibrary.open(msg.loraDir, { logger }) : undefined;
         library?.watch();
         resolver = new LoraResolver(model, library, { logger });
+        embeddings = msg.embeddingsDir ? await EmbeddingLibrary.open(msg.embeddingsDir) : undefined;
         post({
           type: 'loaded',
           info: {
@@ -66,7 +69,7 @@ async function handle(msg: HostToWorker): Promise<void> {
           model,
           msg.request,
           { signal, onProgress: (progress) => post({ type: 'progress', id: msg.id, progress }) },
-          resolver,
+          { loras: resolver, embeddings },
         );
         // Copied, not transferred: PNG bytes may sit in a Buffer pool shared with other data.
         post({ type: 'result', id: msg.id, result });

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { loadModel, type LoadedModel } from '../../../src/engine/model.js';
 import { generate } from '../../../src/engine/generate.js';
+import { textEncoderFeeds } from '../../../src/onnx/text-encoder-rewrite.js';
 import { LoraResolver } from '../../../src/engine/lora-resolver.js';
 import type { LoraSpec } from '../../../src/engine/request.js';
 import { LoraLibrary } from '../../../src/lora/index.js';
@@ -76,7 +77,7 @@ test('text encoder with catears@0.8 within 1e-4 relative', async () => {
   const refs = tinySd15Refs();
   const ids = refs.i32('te/input_ids');
   const { feeds } = await resolver.resolve([{ name: 'catears', weight: 0.8 }]);
-  const out = await model.textEncoder.run({ input_ids: { type: 'int32', data: ids.data, dims: ids.shape }, ...feeds.te });
+  const out = await model.textEncoder.run({ ...textEncoderFeeds(model.te, ids.data, new Float32Array(0), 1).feeds, ...feeds.te });
   const c = compare(out.last_hidden_state.data as Float32Array, refs.f32('te/last_hidden_state_lora_catears@0.8').data);
   assert.ok(c.relL2 < 1e-4, `relL2 ${c.relL2}`);
 });
@@ -112,7 +113,7 @@ test('end to end: diffusers euler_64x64_lora_catears@0.8 (same initial latents)'
       loras: [{ name: 'catears', weight: 0.8 }],
     },
     {},
-    resolver,
+    { loras: resolver },
   );
   const c = compare(res.latents!.data, refs.f32(`pipe/${name}/latents_final`).data);
   assert.ok(c.relL2 < 1e-4, `latents relL2 ${c.relL2}`);
@@ -145,9 +146,26 @@ test('end to end: A1111 a1111_euler_uniform_lora (catears 0.8 in the request lis
       loras: [{ name: 'catears', weight: 0.8 }],
     },
     {},
-    resolver,
+    { loras: resolver },
   );
   const c = compare(res.latents!.data, refs.f32('a1111_euler_uniform_lora/latents_final').data);
   assert.ok(c.relL2 < 1e-4, `latents relL2 ${c.relL2}`);
   assert.ok((await imageDiff255(res.images[0].png, refs.f32('a1111_euler_uniform_lora/image').data)) <= 2);
+});
+
+test('end to end: A1111 a1111_euler_uniform_lora with its own prompt, <lora:catears:0.8> tag included', async () => {
+  const refs = kdiffRefs();
+  const a = (refs.index.runs as Record<string, { a1111: { seed: number; steps: number; cfg_scale: number; prompt: string; negative_prompt: string } }>)
+    .a1111_euler_uniform_lora.a1111;
+  assert.match(a.prompt, /<lora:catears:0\.8>/);
+  const res = await generate(
+    model,
+    { prompt: a.prompt, negativePrompt: a.negative_prompt, steps: a.steps, cfgScale: a.cfg_scale, sampler: 'Euler', scheduler: 'Automatic', flavor: 'a1111', seed: a.seed, rng: 'cpu', width: 64, height: 64, batchSize: 1, returnLatents: true },
+    {},
+    { loras: resolver },
+  );
+  const c = compare(res.latents!.data, refs.f32('a1111_euler_uniform_lora/latents_final').data);
+  assert.ok(c.relL2 < 1e-4, `latents relL2 ${c.relL2}`);
+  assert.ok((await imageDiff255(res.images[0].png, refs.f32('a1111_euler_uniform_lora/image').data)) <= 2);
+  assert.ok(res.images[0].infotext.startsWith(a.prompt + '\n'), 'the infotext keeps the prompt as written, tag included (as A1111 does)');
 });

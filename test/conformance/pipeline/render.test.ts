@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { loadModel, type LoadedModel } from '../../../src/engine/model.js';
 import { generate } from '../../../src/engine/generate.js';
+import { textEncoderFeeds } from '../../../src/onnx/text-encoder-rewrite.js';
 import type { RenderRequest } from '../../../src/engine/request.js';
 import { compare, kdiffRefs, requireFixtures, tinySd15Refs } from '../../helpers/fixtures.js';
 
@@ -40,7 +41,7 @@ describe('single model calls vs diffusers', () => {
   test('text encoder last_hidden_state within 1e-4 relative', async () => {
     const refs = tinySd15Refs();
     const ids = refs.i32('te/input_ids');
-    const out = await model.textEncoder.run({ input_ids: { type: 'int32', data: ids.data, dims: ids.shape }, ...model.lora.te.empty });
+    const out = await model.textEncoder.run({ ...textEncoderFeeds(model.te, ids.data, new Float32Array(0), 1).feeds, ...model.lora.te.empty });
     const ref = refs.f32('te/last_hidden_state');
     const c = compare(out.last_hidden_state.data as Float32Array, ref.data);
     assert.ok(c.relL2 < 1e-4, `relL2 ${c.relL2}`);

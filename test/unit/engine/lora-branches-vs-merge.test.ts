@@ -13,6 +13,7 @@ import { LoraLibrary, planLoraScales, unetLayoutFromModules } from '../../../src
 import { discoverTargetLayers } from '../../../src/onnx/graph-modules.js';
 import { encodeModel, initializerFloat32, readModel } from '../../../src/onnx/proto.js';
 import { OnnxSession } from '../../../src/onnx/runtime.js';
+import { textEncoderFeeds } from '../../../src/onnx/text-encoder-rewrite.js';
 import type { HostTensor } from '../../../src/tensor/host-tensor.js';
 import { makeTinyModel, type TinyModel } from '../../helpers/tiny-model.js';
 
@@ -101,7 +102,8 @@ test('text encoder: branches equal merged weights', async () => {
   ids.set(model.tokenizer.encodeForModel('cute 1girl, brown cat ears'));
   const feeds: Record<string, HostTensor> = { [model.textInput.name]: { type: 'int32', data: ids, dims: [2, 77] } };
   const { feeds: lora } = await resolver.resolve(specs);
-  const branched = (await model.textEncoder.run({ ...feeds, ...lora.te })).last_hidden_state.data as Float32Array;
+  const teFeeds = textEncoderFeeds(model.te, ids, new Float32Array(0), 1).feeds;
+  const branched = (await model.textEncoder.run({ ...teFeeds, ...lora.te })).last_hidden_state.data as Float32Array;
   const merged = await mergedSession('text_encoder', 'te', specs);
   const reference = (await merged.run(feeds)).last_hidden_state.data as Float32Array;
   await merged.release();
