@@ -165,8 +165,7 @@ describe('A1111', () => {
     assert.deepEqual(info.extra_generation_params, { 'Schedule type': 'Karras' });
   });
 
-  // The engine reads <lora:…> tags once the prompt-language work (src/text/extra-networks.ts) is wired into it.
-  test('an unknown LoRA tag is a 400 UNKNOWN_LORA', { todo: 'engine does not read <lora:> tags yet' }, async () => {
+  test('an unknown LoRA tag is a 400 UNKNOWN_LORA', async () => {
     const res = await inject('POST', '/sdapi/v1/txt2img', { prompt: 'cat <lora:nosuch:1>', width: 64, height: 64, steps: 2 });
     assert.equal(res.statusCode, 400);
     assert.equal(res.json().error.code, 'UNKNOWN_LORA');
