@@ -2,7 +2,10 @@
  * What the HTTP server is configured with (parsed from flags/env by `loraserve serve`), and the defaults a
  * native request gets for fields it leaves out. A1111 routes use A1111's own defaults (a1111-request.ts).
  */
-import type { RngKind } from '../diffusion/rng/index.js';
+import { DEFAULT_NATIVE, type NativeDefaults } from '../engine/native-request.js';
+
+/** The native defaults live with the native field conversion (src/engine/native-request.ts), shared with the CLI. */
+export { DEFAULT_NATIVE, type NativeDefaults };
 
 export interface ServerLimits {
   maxSteps: number;
@@ -20,16 +23,6 @@ export interface ServerLimits {
   maxUploadBytes: number;
   /** Bytes of a JSON body (png-info carries a base64 image). */
   bodyLimitBytes: number;
-}
-
-export interface NativeDefaults {
-  width: number;
-  height: number;
-  steps: number;
-  cfgScale: number;
-  sampler: string;
-  scheduler: string;
-  rng: RngKind;
 }
 
 export interface ServerConfig {
@@ -57,16 +50,6 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxLoras: 16,
   maxUploadBytes: 1024 * 1024 * 1024,
   bodyLimitBytes: 16 * 1024 * 1024,
-};
-
-export const DEFAULT_NATIVE: NativeDefaults = {
-  width: 512,
-  height: 512,
-  steps: 20,
-  cfgScale: 7,
-  sampler: 'euler_a',
-  scheduler: 'automatic',
-  rng: 'cpu',
 };
 
 export function serverConfig(over: Partial<Omit<ServerConfig, 'limits' | 'defaults'>> & { limits?: Partial<ServerLimits>; defaults?: Partial<NativeDefaults> } = {}): ServerConfig {
