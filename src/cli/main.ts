@@ -1,5 +1,5 @@
 /**
- * `loraserve <command>`: render, tokenize, synth, serve. Every failure prints one clear line and exits 2
+ * `loraserve <command>`: render, batch, tokenize, synth, serve. Every failure prints one clear line and exits 2
  * (bad input) or 1 (runtime failure); no partial output file is left behind.
  */
 import { isLoraserveError, toLoraserveError } from '../core/errors.js';
@@ -8,6 +8,7 @@ const USAGE = `usage: loraserve <command> [options]
 
 commands:
   render     render images from a prompt on a model folder        (loraserve render --help)
+  batch      render a prompt file with sweeps, resume, contact sheets (loraserve batch --help)
   tokenize   print the CLIP token ids of a text                    (loraserve tokenize --help)
   synth      write a synthetic random-weight pipeline              (loraserve synth --help)
   serve      start the HTTP server                                 (loraserve serve --help)
@@ -17,6 +18,7 @@ type Command = (argv: string[]) => Promise<number>;
 
 const commands: Record<string, () => Promise<Command>> = {
   render: async () => (await import('./render.js')).renderCommand,
+  batch: async () => (await import('./batch.js')).batchCommand,
   tokenize: async () => (await import('./tokenize.js')).tokenizeCommand,
   synth: async () => (await import('./synth.js')).synthCommand,
   serve: async () => (await import('./serve.js')).serveCommand,
