@@ -86,12 +86,15 @@ const three: LoraSpec[] = names.map((n, i) => ({ name: n, weight: [0.6, 0.8, 0.4
 const targets = [...model.lora.te.targets, ...model.lora.unet.targets];
 const fileBytes = names.reduce((n, name) => n + statSync(join(synth.outDir, 'loras', `${name}.safetensors`)).size, 0);
 
-// first use of a file: parse + check against the model (the library then keeps the adapter)
+// first use of a file: parse + check against the model + feed layout (the library and resolver keep them)
 global.gc?.();
 const rss0 = process.memoryUsage().rss;
 t = performance.now();
 for (const n of names) await library.load(n, targets);
 const parseMs = performance.now() - t;
+t = performance.now();
+for (const n of names) await resolver.resolve([{ name: n, weight: 1 }]);
+const layoutMs = performance.now() - t;
 global.gc?.();
 const rss1 = process.memoryUsage().rss;
 
@@ -123,7 +126,7 @@ console.log(`  branched, 0 LoRAs         ${median(times.zero).toFixed(1).padStar
 console.log(`  branched, 1 LoRA          ${median(times.one).toFixed(1).padStart(9)} ms  ${pct(median(times.one), base)}`);
 console.log(`  branched, 3 LoRAs         ${median(times.three).toFixed(1).padStart(9)} ms  ${pct(median(times.three), base)}`);
 console.log(`\nswitching (request → its first UNet step can start):`);
-console.log(`  first use of 3 LoRA files parse + shape check ${parseMs.toFixed(1)} ms (once per file; the library keeps them)`);
+console.log(`  first use of 3 LoRA files parse + shape check ${parseMs.toFixed(1)} ms, feed layout ${layoutMs.toFixed(1)} ms (once per file; kept)`);
 console.log(`  never-seen set of 3       feeds ${firstResolve.toFixed(2)} ms, then the step (${firstStep.toFixed(1)} ms)`);
 console.log(`  new weights, same set     feeds ${newWeightsResolve.toFixed(2)} ms, then the step (${newWeightsStep.toFixed(1)} ms)`);
 console.log(`  merged-weights strategy   ≥ ${plainCreateMs.toFixed(0)} ms session rebuild per change (+ merge and write of W + ΔW)`);

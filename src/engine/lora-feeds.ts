@@ -51,9 +51,12 @@ function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
   return t;
 }
 
-/** Copies `part` ([rows, w]) into columns [off, off+w) of `dst` ([rows, W]). */
+/** Copies `part` ([rows, w]) into columns [off, off+w) of `dst` ([rows, W]); a plain loop (w is a rank: small). */
 function setColumns(dst: Data, part: Data, rows: number, W: number, w: number, off: number): void {
-  for (let i = 0; i < rows; i++) dst.set(part.subarray(i * w, (i + 1) * w) as never, i * W + off);
+  for (let i = 0, src = 0; i < rows; i++) {
+    const base = i * W + off;
+    for (let j = 0; j < w; j++, src++) dst[base + j] = part[src];
+  }
 }
 
 /** Zero-rank feeds for every branch: the graph then computes exactly the base model. */
@@ -104,6 +107,14 @@ export class LoraFactorCache {
       this.ids.set(l, id);
     }
     return id;
+  }
+
+  /** Puts every layer of a LoRA in feed layout now (at its first use), so a new combination only stacks. */
+  prepareAll(branches: LoraBranchPlan, layers: readonly LoraLayer[]): void {
+    for (const l of layers) {
+      const b = branches.byModule.get(l.module);
+      if (b) this.prepare(b, l);
+    }
   }
 
   /** The layer's factors in the branch's layout and dtype, checked against the branch's shape. */

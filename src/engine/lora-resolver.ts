@@ -26,6 +26,7 @@ export class LoraResolver {
   private readonly targets: LoraTarget[];
   private readonly layout: UnetLayout;
   private readonly factors: LoraFactorCache;
+  private readonly prepared = new WeakSet<LoraAdapter>();
   private readonly logger: Logger;
   readonly noLoras: LoraFeeds;
 
@@ -55,7 +56,14 @@ export class LoraResolver {
     for (const s of specs) {
       // A file uploaded a moment ago may not have reached the folder watcher yet: rescan once before failing.
       if (!library.get(s.name)) await library.scan();
-      adapters.set(s.name, await library.load(s.name, this.targets));
+      const adapter = await library.load(s.name, this.targets);
+      if (!this.prepared.has(adapter)) {
+        // First use of this file: its layers go into feed layout once, so later combinations only stack.
+        this.factors.prepareAll(this.model.lora.unet.plan, adapter.layers.filter((l) => l.part === 'unet'));
+        this.factors.prepareAll(this.model.lora.te.plan, adapter.layers.filter((l) => l.part === 'te'));
+        this.prepared.add(adapter);
+      }
+      adapters.set(s.name, adapter);
     }
     const plan = planLoraScales(specs, adapters, { layout: this.layout });
     const hashes = await Promise.all(specs.map(async (s) => ({ name: s.name, hash: (await library.hashes(s.name)).short })));
