@@ -65,6 +65,9 @@ export class OnnxSession {
   readonly inputs: IoInfo[];
   readonly outputs: IoInfo[];
   private readonly inputNames: ReadonlySet<string>;
+  /** Feeds already validated (per input name) and their onnxruntime tensors, reused across runs. */
+  private readonly checked = new WeakMap<HostTensor, string>();
+  private static readonly ortTensors = new WeakMap<HostTensor, ort.Tensor>();
   private session: ort.InferenceSession | null;
 
   private constructor(label: string, path: string, provider: DeviceKind, session: ort.InferenceSession) {
@@ -122,7 +125,11 @@ export class OnnxSession {
     return this.inputs.find((i) => i.name === name);
   }
 
-  /** Checks feeds against the session's inputs; returns every problem found (empty = fine). */
+  /**
+   * Checks feeds against the session's inputs; returns every problem found (empty = fine). A HostTensor is
+   * treated as immutable once fed: one that passed for an input is not checked again (LoRA feeds are reused
+   * for every step, and there are hundreds of them).
+   */
   validateFeeds(feeds: Record<string, HostTensor>): string[] {
     const problems: string[] = [];
     for (const inp of this.inputs) {
@@ -131,6 +138,8 @@ export class OnnxSession {
         problems.push(`missing input '${inp.name}' (${inp.type}[${inp.shape.join(',')}])`);
         continue;
       }
+      if (this.checked.get(t) === inp.name) continue;
+      const before = problems.length;
       if (t.type !== inp.type) problems.push(`input '${inp.name}' is ${t.type}, the model wants ${inp.type}`);
       if (t.dims.length !== inp.shape.length) {
         problems.push(`input '${inp.name}' has rank ${t.dims.length} [${t.dims.join(',')}], the model wants rank ${inp.shape.length} [${inp.shape.join(',')}]`);
@@ -142,6 +151,7 @@ export class OnnxSession {
         });
       }
       if (t.data.length !== numel(t.dims)) problems.push(`input '${inp.name}' has ${t.data.length} values for dims [${t.dims.join(',')}]`);
+      if (problems.length === before) this.checked.set(t, inp.name);
     }
     for (const name of Object.keys(feeds)) {
       if (!this.inputNames.has(name)) problems.push(`unexpected input '${name}' (model inputs: ${this.inputs.slice(0, 8).map((i) => i.name).join(', ')}${this.inputs.length > 8 ? ', …' : ''})`);
@@ -158,7 +168,14 @@ export class OnnxSession {
       throw new LoraserveError('INFERENCE_FAILED', `${this.label}: invalid inputs: ${shown}`, { component: this.label, problems });
     }
     const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = new ort.Tensor(t.type, t.data, t.dims);
+    for (const [name, t] of Object.entries(feeds)) {
+      let o = OnnxSession.ortTensors.get(t);
+      if (!o) {
+        o = new ort.Tensor(t.type, t.data, t.dims);
+        OnnxSession.ortTensors.set(t, o);
+      }
+      ortFeeds[name] = o;
+    }
     let result: ort.InferenceSession.OnnxValueMapType;
     try {
       result = outputNames ? await session.run(ortFeeds, outputNames) : await session.run(ortFeeds);
