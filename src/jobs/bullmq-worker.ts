@@ -1,0 +1,239 @@
+/**
+ * The render side of the BullMQ queue: a BullMQ `Worker` (concurrency 1) in front of one RenderHost (one render
+ * thread, one device). Several may run in one process (one per device) and on many machines.
+ *
+ * - Step events go out as `job.updateProgress()` (BullMQ's event stream carries them to every API process).
+ * - Cancel reaches the running job through a Redis pub/sub message naming it; a flag key covers the moment
+ *   between BullMQ handing us the job and our subscription seeing it. The abort goes through the RenderHost's
+ *   AbortSignal, which the render thread reads between steps.
+ * - A process that dies mid-job stops renewing BullMQ's lock; another worker's stalled-job check moves the job
+ *   back to waiting (up to `maxStalledCount` times, then BullMQ fails it) — seeds are in the request, so the
+ *   rerun gives the same pixels.
+ * - The worker advertises itself (device, model, state, crashes) in a registry hash with an expiry it renews.
+ */
+import { Worker, type Job } from 'bullmq';
+import { Redis } from 'ioredis';
+import { randomUUID } from 'node:crypto';
+import { LoraserveError, toLoraserveError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { silentLogger } from '../core/logger.js';
+import type { RenderProgress } from '../engine/request.js';
+import {
+  DEFAULT_PREFIX,
+  DEFAULT_QUEUE_NAME,
+  decodeRequest,
+  redisOptionsFromUrl,
+  wireKeys,
+  type WireImage,
+  type WireJobData,
+  type WireKeys,
+  type WireOutcome,
+  type WireProgress,
+  type WireWorkerEntry,
+} from './bullmq-wire.js';
+import type { RenderHostLike } from './local-queue.js';
+import type { JobProgress, WorkerState } from './queue.js';
+
+export interface BullmqRenderWorkerOptions {
+  redisUrl: string;
+  /** A started render host; the worker owns it from now on and closes it. */
+  host: RenderHostLike;
+  /** Device label shown in stats, e.g. `cpu` or `cuda:0`. */
+  device: string;
+  /** Unique per worker; default `<device>@<random>`. */
+  id?: string;
+  queueName?: string;
+  prefix?: string;
+  /** How long result PNGs stay readable in Redis; default 15 minutes. */
+  resultTtlMs?: number;
+  /** Largest result (sum of PNG bytes) kept in Redis; a larger one fails with PAYLOAD_TOO_LARGE. Default 64 MiB. */
+  maxResultBytes?: number;
+  /** Times a job may be found stalled (its worker died) and rerun before BullMQ fails it; default 2. */
+  maxStalledCount?: number;
+  /** BullMQ lock duration; a dead worker's job is seen as stalled after about this long. Default 30 s. */
+  lockDurationMs?: number;
+  /** How often the stalled-job check runs; default 30 s. */
+  stalledIntervalMs?: number;
+  /** Registry heartbeat period; the entry expires after three missed beats. Default 5 s. */
+  heartbeatMs?: number;
+  logger?: Logger;
+}
+
+interface Running {
+  id: string;
+  abort(reason: 'cancel' | 'timeout' | 'shutdown'): void;
+}
+
+const MINUTE = 60_000;
+
+export class BullmqRenderWorker {
+  readonly id: string;
+  readonly device: string;
+  private readonly opts: BullmqRenderWorkerOptions;
+  private readonly keys: WireKeys;
+  private readonly logger: Logger;
+  private readonly redis: Redis;
+  private readonly sub: Redis;
+  private readonly worker: Worker<WireJobData, WireOutcome>;
+  private readonly heartbeat: NodeJS.Timeout;
+  private state: WorkerState = 'idle';
+  private running: Running | undefined;
+  private runningDone: Promise<unknown> | undefined;
+  private crashes = 0;
+  private closing: Promise<void> | undefined;
+
+  private constructor(opts: BullmqRenderWorkerOptions) {
+    this.opts = opts;
+    this.device = opts.device;
+    this.id = opts.id ?? `${opts.device}@${randomUUID().slice(0, 8)}`;
+    this.logger = opts.logger ?? silentLogger;
+    const queueName = opts.queueName ?? DEFAULT_QUEUE_NAME;
+    const prefix = opts.prefix ?? DEFAULT_PREFIX;
+    this.keys = wireKeys(prefix, queueName);
+    const connection = redisOptionsFromUrl(opts.redisUrl);
+    this.redis = new Redis({ ...connection, maxRetriesPerRequest: null });
+    this.sub = new Redis({ ...connection, maxRetriesPerRequest: null });
+    this.sub.on('message', (_channel: string, jobId: string) => {
+      if (this.running?.id === jobId) this.running.abort('cancel');
+    });
+    for (const c of [this.redis, this.sub]) c.on('error', (e: Error) => this.logger.warn({ worker: this.id, err: e.message }, 'redis connection error'));
+    this.worker = new Worker<WireJobData, WireOutcome>(queueName, (job) => this.process(job), {
+      connection: { ...connection, maxRetriesPerRequest: null },
+      prefix,
+      name: this.id,
+      concurrency: 1,
+      autorun: false,
+      maxStalledCount: opts.maxStalledCount ?? 2,
+      lockDuration: opts.lockDurationMs ?? 30_000,
+      stalledInterval: opts.stalledIntervalMs ?? 30_000,
+    });
+    this.worker.on('error', (e) => this.logger.warn({ worker: this.id, err: e.message }, 'bullmq worker error'));
+    this.heartbeat = setInterval(() => void this.advertise(), opts.heartbeatMs ?? 5000);
+    this.heartbeat.unref();
+  }
+
+  /** Connects, subscribes to cancels, advertises itself and starts taking jobs. */
+  static async start(opts: BullmqRenderWorkerOptions): Promise<BullmqRenderWorker> {
+    const w = new BullmqRenderWorker(opts);
+    await w.sub.subscribe(w.keys.cancelChannel);
+    await w.worker.waitUntilReady();
+    await w.advertise();
+    void w.worker.run().catch((e: unknown) => w.logger.error({ worker: w.id, err: String(e) }, 'bullmq worker stopped'));
+    return w;
+  }
+
+  private entry(): WireWorkerEntry {
+    let model;
+    try {
+      model = this.opts.host.model;
+    } catch {
+      model = undefined;
+    }
+    const beat = this.opts.heartbeatMs ?? 5000;
+    return { id: this.id, device: this.device, state: this.state, jobId: this.running?.id, model, crashes: this.crashes, expiresAt: Date.now() + 3 * beat };
+  }
+
+  private async advertise(): Promise<void> {
+    try {
+      await this.redis.hset(this.keys.workers, this.id, JSON.stringify(this.entry()));
+      await this.redis.publish(this.keys.workersChannel, this.id);
+    } catch (e) {
+      this.logger.warn({ worker: this.id, err: String(e) }, 'could not advertise worker');
+    }
+  }
+
+  private async process(job: Job<WireJobData, WireOutcome>): Promise<WireOutcome> {
+    const id = job.id!;
+    const data = job.data;
+    const startedAt = Date.now();
+    const controller = new AbortController();
+    let reason: 'cancel' | 'timeout' | 'shutdown' | undefined;
+    this.running = {
+      id,
+      abort: (r) => {
+        reason ??= r;
+        controller.abort();
+      },
+    };
+    this.state = 'busy';
+    let finished!: () => void;
+    this.runningDone = new Promise<void>((r) => (finished = r));
+    // Progress goes out in order on one connection; the return value follows the last of it.
+    let chain: Promise<unknown> = Promise.resolve();
+    const send = (p: WireProgress) => {
+      chain = chain.then(() => job.updateProgress(p)).catch((e: unknown) => this.logger.warn({ jobId: id, err: String(e) }, 'progress not sent'));
+    };
+    let lastProgress: JobProgress | undefined;
+    const base = { worker: this.id, startedAt };
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await this.advertise();
+      if (this.closing) this.running.abort('shutdown');
+      if (await this.redis.exists(this.keys.cancelFlag(id))) this.running.abort('cancel');
+      send({ kind: 'started', worker: this.id, at: startedAt });
+      timer = setTimeout(() => this.running?.abort('timeout'), data.timeoutMs);
+      const onProgress = (p: RenderProgress) => {
+        lastProgress = { step: p.step, total: p.total, elapsedMs: p.elapsedMs, etaMs: p.etaMs };
+        const preview = p.preview && { rgbB64: Buffer.from(p.preview.rgb).toString('base64'), width: p.preview.width, height: p.preview.height, step: p.step };
+        send({ kind: 'step', worker: this.id, at: Date.now(), ...lastProgress, ...(preview ? { preview } : {}) });
+      };
+      if (controller.signal.aborted) throw new LoraserveError('CANCELLED', 'render cancelled before it started');
+      const result = await this.opts.host.render(decodeRequest(data.request), { signal: controller.signal, onProgress });
+      const images: WireImage[] = result.images.map((i) => ({ pngB64: Buffer.from(i.png).toString('base64'), width: i.width, height: i.height, seed: i.seed, infotext: i.infotext }));
+      const bytes = result.images.reduce((n, i) => n + i.png.byteLength, 0);
+      const limit = this.opts.maxResultBytes ?? 64 * 1024 * 1024;
+      if (bytes > limit) throw new LoraserveError('PAYLOAD_TOO_LARGE', `the result (${bytes} bytes of PNG) is over the ${limit}-byte limit for results kept in Redis`, { jobId: id, bytes, limit });
+      await this.redis.set(this.keys.result(id), JSON.stringify(images), 'PX', this.opts.resultTtlMs ?? 15 * MINUTE);
+      await chain;
+      return { outcome: 'done', ...base, finishedAt: Date.now(), seeds: result.seeds, infotexts: images.map((i) => i.infotext), render: result.timings, lastProgress };
+    } catch (e) {
+      let err = toLoraserveError(e, 'INFERENCE_FAILED');
+      let outcome: 'failed' | 'cancelled' = 'failed';
+      if (err.code === 'CANCELLED' && reason === 'timeout') {
+        err = new LoraserveError('TIMEOUT', `job ran longer than its ${data.timeoutMs} ms limit and was stopped`, { jobId: id, timeoutMs: data.timeoutMs });
+      } else if (err.code === 'CANCELLED' && reason === 'shutdown') {
+        outcome = 'cancelled';
+        err = new LoraserveError('SHUTTING_DOWN', 'job stopped because the worker shut down', { jobId: id });
+      } else if (err.code === 'CANCELLED') {
+        outcome = 'cancelled';
+      } else if (err.code === 'WORKER_CRASHED') {
+        this.crashes++;
+      }
+      await chain;
+      return { outcome, ...base, finishedAt: Date.now(), error: err.toJSON(), lastProgress };
+    } finally {
+      clearTimeout(timer);
+      this.running = undefined;
+      this.state = 'idle';
+      await this.advertise();
+      finished();
+    }
+  }
+
+  /**
+   * Stops taking jobs; a running job gets `graceMs` to finish and is then cancelled (SHUTTING_DOWN). The render
+   * host is closed and the registry entry removed. Idempotent.
+   */
+  close(graceMs = 30_000): Promise<void> {
+    this.closing ??= this.shutdown(graceMs);
+    return this.closing;
+  }
+
+  private async shutdown(graceMs: number): Promise<void> {
+    clearInterval(this.heartbeat);
+    const closed = this.worker.close();
+    if (this.running) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.runningDone, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+      clearTimeout(timer);
+      this.running?.abort('shutdown');
+    }
+    await closed;
+    this.state = 'down';
+    await this.redis.hdel(this.keys.workers, this.id).catch(() => undefined);
+    await this.redis.publish(this.keys.workersChannel, this.id).catch(() => undefined);
+    await this.opts.host.close().catch((e: unknown) => this.logger.warn({ worker: this.id, err: String(e) }, 'render host did not close cleanly'));
+    this.sub.disconnect();
+    await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+}
