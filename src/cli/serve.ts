@@ -3,7 +3,10 @@
  *
  * Every flag has an environment variable (flag wins): HOST, PORT, MODEL, MODELS_DIR, LORA_DIR, EMBEDDINGS_DIR,
  * DEVICE, DEVICE_ID, THREADS, API_KEY, CORS_ORIGIN, MAX_QUEUE, JOB_TIMEOUT, MAX_STEPS, MAX_PIXELS, MAX_BATCH,
- * MAX_UPLOAD_MB, MAX_PROMPT_CHARS, PREVIEW_EVERY, SHUTDOWN_GRACE, LOG_LEVEL.
+ * MAX_UPLOAD_MB, MAX_PROMPT_CHARS, PREVIEW_EVERY, SHUTDOWN_GRACE, LOG_LEVEL, REDIS_URL, ROLE, RESULT_TTL, MAX_RESULT_MB.
+ *
+ * Roles (serve-roles.ts): `all` (default) renders and serves HTTP — in-process without Redis, on BullMQ with it;
+ * with `--redis`, `api` serves HTTP and renders nothing, `worker` renders and serves only GET /health.
  *
  * With no model given and none under models/, it generates the random-weight demo pipeline models/demo-tiny
  * (and its LoRAs into the LoRA folder) and says plainly that its images are noise.
@@ -18,13 +21,13 @@ import { pino, type Logger as PinoLogger } from 'pino';
 import { parseDeviceKind, type DeviceConfig } from '../core/config.js';
 import { LoraserveError } from '../core/errors.js';
 import { VERSION } from '../core/version.js';
-import { LocalQueue } from '../jobs/local-queue.js';
 import { LoraLibrary } from '../lora/index.js';
 import { buildApp } from '../server/app.js';
 import { serverConfig } from '../server/config.js';
 import { synthesize } from '../synth/index.js';
 import { num, parseFlags, str, type Flags } from './args.js';
 import { FolderEmbeddingProvider, LibraryLoraProvider } from './serve-providers.js';
+import { makeServeQueue, parseRole, startRenderWorkers, startWorkerHealth, type QueueSettings } from './serve-roles.js';
 
 const HELP = `usage: loraserve serve [options]          (every option also reads an environment variable)
 
@@ -47,6 +50,11 @@ const HELP = `usage: loraserve serve [options]          (every option also reads
   --max-upload-mb N      LoRA upload limit (MAX_UPLOAD_MB; default 1024)
   --preview-every N      progress preview every N steps, 0 = none (PREVIEW_EVERY; default 5)
   --shutdown-grace S     seconds running jobs get to finish on SIGTERM (SHUTDOWN_GRACE; default 30)
+  --redis URL            Redis for the BullMQ job queue (REDIS_URL; default: none = in-process queue)
+  --role api|worker|all  with --redis: api serves HTTP only, worker renders only (health on --port), all both
+                         (ROLE; default all)
+  --result-ttl S         seconds results and ended jobs stay in Redis (RESULT_TTL; default 900)
+  --max-result-mb N      largest result kept in Redis (MAX_RESULT_MB; default 64)
   --log-level LEVEL      debug, info, warn, error (LOG_LEVEL; default info); logs are JSON lines on stdout
   --no-docs              do not serve the OpenAPI document and UI at /docs
 `;
@@ -73,6 +81,10 @@ const OPTIONS = {
   'preview-every': { type: 'string' },
   'shutdown-grace': { type: 'string' },
   'log-level': { type: 'string' },
+  redis: { type: 'string' },
+  role: { type: 'string' },
+  'result-ttl': { type: 'string' },
+  'max-result-mb': { type: 'string' },
   'no-docs': { type: 'boolean' },
 } as const;
 
@@ -98,6 +110,10 @@ const ENV: Record<string, string> = {
   'preview-every': 'PREVIEW_EVERY',
   'shutdown-grace': 'SHUTDOWN_GRACE',
   'log-level': 'LOG_LEVEL',
+  redis: 'REDIS_URL',
+  role: 'ROLE',
+  'result-ttl': 'RESULT_TTL',
+  'max-result-mb': 'MAX_RESULT_MB',
 };
 
 /** Flags over environment: an unset flag takes its variable (empty counts as unset). */
@@ -172,18 +188,35 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const devices = devicesFrom(flags);
   const corsOrigins = (str(flags, 'cors-origin', '') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   const graceMs = num(flags, 'shutdown-grace', 30, { min: 0, max: 3600 }) * 1000;
+  const redisUrl = str(flags, 'redis') || undefined;
+  const role = parseRole(str(flags, 'role') || undefined, redisUrl);
   mkdirSync(loraDir, { recursive: true });
 
+  // An API process loads no model: the workers advertise theirs.
   const given = str(flags, 'model');
   let modelDir = given ? resolve(given) : findPipeline(modelsDir);
-  const demo = !modelDir;
-  modelDir ??= await demoModel(modelsDir, loraDir, log);
+  const demo = !modelDir && role !== 'api';
+  if (role !== 'api') modelDir ??= await demoModel(modelsDir, loraDir, log);
+  const settings: QueueSettings = {
+    redisUrl,
+    role,
+    modelDir,
+    loraDir,
+    embeddingsDir,
+    devices,
+    maxQueued: num(flags, 'max-queue', 32, { integer: true, min: 0 }),
+    defaultTimeoutMs: num(flags, 'job-timeout', 600, { min: 1 }) * 1000,
+    resultTtlMs: num(flags, 'result-ttl', 900, { min: 1 }) * 1000,
+    maxResultBytes: num(flags, 'max-result-mb', 64, { min: 1 }) * 1024 * 1024,
+    logger: log.child({ component: 'jobs' }),
+  };
+  if (role === 'worker') return serveWorkers(settings, host, port, graceMs, log);
 
   const config = serverConfig({
     apiKey: str(flags, 'api-key') || undefined,
     corsOrigins,
     docs: !flags['no-docs'],
-    jobTimeoutMs: num(flags, 'job-timeout', 600, { min: 1 }) * 1000,
+    jobTimeoutMs: settings.defaultTimeoutMs,
     previewEvery: num(flags, 'preview-every', 5, { integer: true, min: 0 }),
     limits: {
       maxSteps: num(flags, 'max-steps', 150, { integer: true, min: 1, max: 1000 }),
@@ -198,15 +231,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
 
   const library = await LoraLibrary.open(loraDir, { logger: log.child({ component: 'loras' }) });
   library.watch();
-  const queue = new LocalQueue({
-    modelDir,
-    loraDir,
-    embeddingsDir,
-    devices,
-    maxQueued: num(flags, 'max-queue', 32, { integer: true, min: 0 }),
-    defaultTimeoutMs: config.jobTimeoutMs,
-    logger: log.child({ component: 'jobs' }),
-  });
+  const queue = await makeServeQueue(settings);
   const { app, stopAccepting } = await buildApp({
     queue,
     config,
@@ -247,7 +272,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const url = await app.listen({ host, port });
   log.info(
     { url, model: modelDir, loras: loraDir, embeddings: embeddingsDir, devices: devices.map((d) => d.kind + (d.deviceId !== undefined ? `:${d.deviceId}` : '')), docs: config.docs ? '/docs' : false, auth: Boolean(config.apiKey) },
-    `loraserve ${VERSION} listening; loading ${basename(modelDir)}`,
+    `loraserve ${VERSION} listening (role ${role}${redisUrl ? ', BullMQ queue' : ''}); ${modelDir ? `loading ${basename(modelDir)}` : 'waiting for render workers'}`,
   );
   try {
     await queue.ready();
@@ -258,4 +283,35 @@ export async function serveCommand(argv: string[]): Promise<number> {
     throw e;
   }
   return done;
+}
+
+/** `--role worker`: render workers on this machine's devices, health on host:port, SIGTERM hands work back. */
+async function serveWorkers(settings: QueueSettings, host: string, port: number, graceMs: number, log: PinoLogger): Promise<number> {
+  const workers = await startRenderWorkers(settings);
+  let up = true;
+  const health = await startWorkerHealth(workers, host, port, () => up);
+  log.info({ health: `${health.url}/health`, workers: workers.map((w) => w.id), model: settings.modelDir }, `loraserve ${VERSION} render worker(s) ready`);
+  return new Promise<number>((resolveExit) => {
+    let stopping = false;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (stopping) {
+        log.warn({ signal: sig }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      stopping = true;
+      up = false;
+      log.info({ signal: sig, graceMs }, 'worker shutting down: the running job gets the grace period');
+      Promise.all(workers.map((w) => w.close(graceMs)))
+        .then(() => new Promise<void>((r) => health.server.close(() => r())))
+        .then(
+          () => resolveExit(0),
+          (e) => {
+            log.error({ err: e }, 'worker shutdown failed');
+            resolveExit(1);
+          },
+        );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
 }

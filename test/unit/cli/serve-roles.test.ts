@@ -1,0 +1,97 @@
+/**
+ * `loraserve serve --redis URL --role api|worker`: an API process and a render-worker process meet in a private
+ * redis-server; a synchronous PNG request through the API is rendered by the worker, and both exit 0 on SIGTERM.
+ * Also the role/Redis flag rules. Skipped locally (not in CI) when redis-server is not installed.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { test } from 'node:test';
+import { parseRole } from '../../../src/cli/serve-roles.js';
+import { redisServerAvailable, startRedis } from '../../helpers/redis.js';
+import { tinyModelDir } from '../../helpers/tiny-model.js';
+
+test('roles: all is the default; api and worker need a redis:// URL', () => {
+  assert.equal(parseRole(undefined, undefined), 'all');
+  assert.equal(parseRole('worker', 'redis://127.0.0.1:6379'), 'worker');
+  assert.throws(() => parseRole('api', undefined), /needs --redis/);
+  assert.throws(() => parseRole('both', 'redis://x'), /api, worker or all/);
+  assert.throws(() => parseRole('all', 'http://x'), /redis:\/\//);
+});
+
+interface Proc {
+  child: ChildProcess;
+  logs: Array<Record<string, unknown>>;
+  exited: Promise<number | null>;
+  /** Resolves with the first log line that passes `match`. */
+  waitFor(match: (l: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
+}
+
+function serve(args: string[]): Proc {
+  const child = spawn(process.execPath, ['bin/loraserve.js', 'serve', '--port', '0', '--threads', '1', ...args], {
+    env: { ...process.env, HOST: '127.0.0.1', LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: Array<Record<string, unknown>> = [];
+  const waiters: Array<{ match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    let entry: Record<string, unknown>;
+    try {
+      entry = JSON.parse(line);
+    } catch {
+      return;
+    }
+    logs.push(entry);
+    for (const w of waiters.splice(0)) (w.match(entry) ? w.resolve(entry) : waiters.push(w));
+  });
+  return {
+    child,
+    logs,
+    exited,
+    waitFor: (match) =>
+      new Promise((resolve, reject) => {
+        const seen = logs.find(match);
+        if (seen) return resolve(seen);
+        waiters.push({ match, resolve });
+        exited.then((code) => reject(new Error(`serve ${args.join(' ')} exited early (${code}): ${stderr}`)));
+      }),
+  };
+}
+
+test('an api process and a worker process render through Redis and stop on SIGTERM', { skip: !redisServerAvailable() && !process.env.CI ? 'redis-server is not installed' : false }, async () => {
+  const [model, redis] = await Promise.all([tinyModelDir(), startRedis()]);
+  const loras = mkdtempSync(join(tmpdir(), 'loraserve-roles-loras-'));
+  const api = serve(['--role', 'api', '--redis', redis.url, '--lora-dir', loras]);
+  const worker = serve(['--role', 'worker', '--redis', redis.url, '--model', model, '--lora-dir', loras]);
+  try {
+    const health = String((await worker.waitFor((l) => typeof l.health === 'string')).health);
+    const base = String((await api.waitFor((l) => typeof l.url === 'string')).url);
+    await api.waitFor((l) => l.msg === 'ready');
+    const res = await fetch(`${base}/v1/images`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'image/png' },
+      body: JSON.stringify({ prompt: 'cat', width: 64, height: 64, steps: 3, seed: 7 }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'image/png');
+    const png = new Uint8Array(await res.arrayBuffer());
+    assert.deepEqual([...png.subarray(1, 4)], [0x50, 0x4e, 0x47]);
+    const h = (await (await fetch(health)).json()) as { status: string; workers: unknown[] };
+    assert.equal(h.status, 'ok');
+    assert.equal(h.workers.length, 1);
+    api.child.kill('SIGTERM');
+    worker.child.kill('SIGTERM');
+    assert.equal(await api.exited, 0);
+    assert.equal(await worker.exited, 0);
+  } finally {
+    for (const p of [api, worker]) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    await redis.stop();
+    rmSync(loras, { recursive: true, force: true });
+  }
+});
