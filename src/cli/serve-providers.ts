@@ -4,10 +4,10 @@
  * workers keep their own library of the same folder (and watch it), so an upload or delete reaches them too.
  */
 import { existsSync } from 'node:fs';
-import { readdir, rename, rm } from 'node:fs/promises';
+import { readdir, readFile, rename, rm } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { LoraserveError, toLoraserveError } from '../core/errors.js';
-import { loraInfoFromHeader, readSafetensorsHeader, type LoraFileEntry, type LoraLibrary } from '../lora/index.js';
+import { loraInfoFromHeader, parseLora, readSafetensorsHeader, type LoraFileEntry, type LoraLibrary, type LoraTarget } from '../lora/index.js';
 import type { EmbeddingListing, EmbeddingProvider, LoraListing, LoraProvider } from '../server/providers.js';
 
 function listing(e: LoraFileEntry, metadata?: Record<string, string>): LoraListing {
@@ -25,7 +25,14 @@ function listing(e: LoraFileEntry, metadata?: Record<string, string>): LoraListi
 }
 
 export class LibraryLoraProvider implements LoraProvider {
-  constructor(private readonly lib: LoraLibrary) {}
+  /**
+   * `targets` gives the loaded model's LoRA-targetable layers (from the render worker's model info), so an
+   * upload is checked against the model's shapes before it enters the library; undefined while none is loaded.
+   */
+  constructor(
+    private readonly lib: LoraLibrary,
+    private readonly targets: () => Promise<readonly LoraTarget[] | undefined> = async () => undefined,
+  ) {}
 
   get uploadDir(): string {
     return this.lib.dir;
@@ -62,6 +69,10 @@ export class LibraryLoraProvider implements LoraProvider {
     if (info.unsupported) throw new LoraserveError('LORA_UNSUPPORTED', `${name}: ${info.unsupported} networks are not supported`, { name, network: info.unsupported });
     if (!info.format) throw new LoraserveError('LORA_INVALID', `${name}: no LoRA weights found (no key of a known LoRA format)`, { name, tensors: info.tensors });
     if (info.baseModel === 'sdxl') throw new LoraserveError('LORA_MISMATCH', `${name} is an SDXL LoRA; this server runs SD 1.x/2.x models`, { name, baseModel: info.baseModel });
+    const targets = await this.targets();
+    if (!targets) throw new LoraserveError('MODEL_NOT_LOADED', 'the model is still loading; an upload is checked against it, retry shortly', { retryAfterSeconds: 5 });
+    // Every tensor decoded and every layer matched against the model's shapes (LORA_INVALID / LORA_MISMATCH).
+    parseLora(name, await readFile(path), targets);
   }
 
   async install(tempPath: string, name: string, options: { overwrite: boolean }): Promise<LoraListing> {

@@ -236,7 +236,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     queue,
     config,
     logger: log.child({ component: 'http' }),
-    loras: new LibraryLoraProvider(library),
+    loras: new LibraryLoraProvider(library, async () => (await queue.models())[0]?.loraTargets),
     embeddings: new FolderEmbeddingProvider(embeddingsDir),
   });
 

@@ -27,6 +27,9 @@ export class LoraResolver {
   private readonly layout: UnetLayout;
   private readonly factors: LoraFactorCache;
   private readonly prepared = new WeakSet<LoraAdapter>();
+  private readonly seenNames = new Set<string>();
+  /** Cache counters for metrics: see LoraCacheStats in src/jobs/protocol.ts. */
+  readonly counters = { hits: 0, misses: 0, evictions: 0 };
   private readonly logger: Logger;
   readonly noLoras: LoraFeeds;
 
@@ -53,11 +56,16 @@ export class LoraResolver {
     const library = this.library;
     if (!library) throw new LoraserveError('UNKNOWN_LORA', `unknown LoRA '${specs[0].name}': no LoRA folder is configured`, { name: specs[0].name });
     const adapters = new Map<string, LoraAdapter>();
+    let missed = false;
     for (const s of specs) {
       // A file uploaded a moment ago may not have reached the folder watcher yet: rescan once before failing.
       if (!library.get(s.name)) await library.scan();
       const adapter = await library.load(s.name, this.targets);
       if (!this.prepared.has(adapter)) {
+        missed = true;
+        this.counters.misses++;
+        if (this.seenNames.has(s.name)) this.counters.evictions++;
+        this.seenNames.add(s.name);
         // First use of this file: its layers go into feed layout once, so later combinations only stack.
         this.factors.prepareAll(this.model.lora.unet.plan, adapter.layers.filter((l) => l.part === 'unet'));
         this.factors.prepareAll(this.model.lora.te.plan, adapter.layers.filter((l) => l.part === 'te'));
@@ -65,6 +73,7 @@ export class LoraResolver {
       }
       adapters.set(s.name, adapter);
     }
+    if (!missed) this.counters.hits++;
     const plan = planLoraScales(specs, adapters, { layout: this.layout });
     const hashes = await Promise.all(specs.map(async (s) => ({ name: s.name, hash: (await library.hashes(s.name)).short })));
 

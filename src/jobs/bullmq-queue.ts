@@ -145,6 +145,7 @@ export class BullmqQueue implements JobQueue {
         };
         this.workerWaiters.add(wake);
       });
+      if (this.closed) throw new LoraserveError('SHUTTING_DOWN', 'the queue closed before any render worker appeared');
       if ((await this.liveWorkers()).some((w) => w.model)) return;
       await woke; // a worker advertised itself (pub/sub), not a timer
     }

@@ -26,6 +26,7 @@ import {
   type SubmitOptions,
   type Unsubscribe,
   type WorkerState,
+  type LoraCacheStats,
   type WorkerStats,
 } from './queue.js';
 import { RenderHost, type RenderCallOptions } from './render-host.js';
@@ -33,6 +34,8 @@ import { RenderHost, type RenderCallOptions } from './render-host.js';
 /** What the queue needs from a render host (RenderHost, or a stand-in in tests). */
 export interface RenderHostLike {
   readonly model: ModelInfo;
+  /** The worker's LoRA cache figures, when it keeps such a cache (RenderHost: as of its last result). */
+  readonly loraCache?: LoraCacheStats;
   render(request: RenderRequest, opts: RenderCallOptions): Promise<RenderResult>;
   close(): Promise<void>;
 }
@@ -300,6 +303,7 @@ export class LocalQueue implements JobQueue {
       jobId: w.job?.rec.id,
       model: w.host && w.state !== 'down' ? w.host.model : undefined,
       crashes: w.crashes,
+      loraCache: w.host?.loraCache,
     }));
     return {
       accepting: this.accepting,

@@ -11,6 +11,20 @@ export interface ModelInfo {
   sizeMultiple: number;
   precision: 'float32' | 'float16';
   predictionType: string;
+  /** The layers a LoRA may target (as src/lora's LoraTarget), so a LoRA file can be checked without a render. */
+  loraTargets: Array<{ part: 'unet' | 'te'; module: string; kind: 'linear' | 'conv'; inFeatures: number; outFeatures: number; kernel?: [number, number] }>;
+}
+
+/** LoRA cache figures a worker reports with each result. */
+export interface LoraCacheStats {
+  /** Requests whose LoRAs were all parsed and prepared already. */
+  hits: number;
+  /** LoRA files parsed and put into feed layout (first use, changed file, or after eviction). */
+  misses: number;
+  /** Misses for a name seen before: its parsed form had been evicted (or the file changed). */
+  evictions: number;
+  entries: number;
+  bytes: number;
 }
 
 export type HostToWorker =
@@ -29,5 +43,5 @@ export type WorkerToHost =
   | { type: 'load-failed'; error: ErrorJson }
   | { type: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; obj: Record<string, unknown>; msg: string }
   | { type: 'progress'; id: string; progress: RenderProgress }
-  | { type: 'result'; id: string; result: RenderResult }
+  | { type: 'result'; id: string; result: RenderResult; loraCache?: LoraCacheStats }
   | { type: 'failed'; id: string; error: ErrorJson };

@@ -13,9 +13,9 @@
  */
 import { errorFromJSON, LoraserveError } from '../core/errors.js';
 import type { RenderRequest, RenderTimings } from '../engine/request.js';
-import type { ErrorJson, ModelInfo } from './protocol.js';
+import type { ErrorJson, LoraCacheStats, ModelInfo } from './protocol.js';
 
-export type { ErrorJson, ModelInfo } from './protocol.js';
+export type { ErrorJson, LoraCacheStats, ModelInfo } from './protocol.js';
 
 export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
 
@@ -117,15 +117,6 @@ export type JobListener = (event: JobEvent) => void;
 export type Unsubscribe = () => void;
 
 export type WorkerState = 'starting' | 'idle' | 'busy' | 'down';
-
-/** LoRA cache figures a worker reports once the engine keeps such a cache. */
-export interface LoraCacheStats {
-  hits: number;
-  misses: number;
-  evictions: number;
-  entries: number;
-  bytes: number;
-}
 
 export interface WorkerStats {
   id: string;

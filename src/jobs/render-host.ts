@@ -11,7 +11,7 @@ import { errorFromJSON, LoraserveError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { silentLogger } from '../core/logger.js';
 import type { RenderProgress, RenderRequest, RenderResult } from '../engine/request.js';
-import type { HostToWorker, ModelInfo, WorkerToHost } from './protocol.js';
+import type { HostToWorker, LoraCacheStats, ModelInfo, WorkerToHost } from './protocol.js';
 
 export interface RenderCallOptions {
   signal?: AbortSignal;
@@ -36,6 +36,8 @@ export class RenderHost {
   private readonly logger: Logger;
   private worker: Worker | null = null;
   private info: ModelInfo | null = null;
+  /** The worker's LoRA cache figures as of its last result. */
+  loraCache: LoraCacheStats | undefined;
   private pending: Pending | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private closing = false;
@@ -89,6 +91,7 @@ export class RenderHost {
             if (this.pending?.id === m.id) this.pending.onProgress?.(m.progress);
             break;
           case 'result':
+            if (m.loraCache) this.loraCache = m.loraCache;
             if (this.pending?.id === m.id) this.settle()?.resolve(reviveResult(m.result));
             break;
           case 'failed':

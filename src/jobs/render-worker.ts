@@ -53,6 +53,7 @@ async function handle(msg: HostToWorker): Promise<void> {
             sizeMultiple: sizeMultiple(model),
             precision: model.unetSig.floatType,
             predictionType: model.scheduler.predictionType,
+            loraTargets: [...model.lora.te.targets, ...model.lora.unet.targets],
           },
         });
       } catch (e) {
@@ -72,7 +73,7 @@ async function handle(msg: HostToWorker): Promise<void> {
           { loras: resolver, embeddings },
         );
         // Copied, not transferred: PNG bytes may sit in a Buffer pool shared with other data.
-        post({ type: 'result', id: msg.id, result });
+        post({ type: 'result', id: msg.id, result, loraCache: loraCacheStats() });
       } catch (e) {
         post({ type: 'failed', id: msg.id, error: toLoraserveError(e, 'INFERENCE_FAILED').toJSON() });
       }
@@ -86,6 +87,12 @@ async function handle(msg: HostToWorker): Promise<void> {
       return;
     }
   }
+}
+
+function loraCacheStats() {
+  if (!resolver || !library) return undefined;
+  const c = library.cacheStats();
+  return { ...resolver.counters, entries: c.entries, bytes: c.bytes + resolver.stackedBytes };
 }
 
 // One message at a time, in order: a render never overlaps a load.

@@ -11,7 +11,7 @@ import { type JobEvent, type ModelInfo, waitForJob } from '../../../src/jobs/que
 import type { RenderCallOptions } from '../../../src/jobs/render-host.js';
 import { smallRequest } from '../../helpers/small-render.js';
 
-const MODEL: ModelInfo = { name: 'fake', dir: '/fake', hash: '0123456789', sha256: 'ab'.repeat(32), provider: 'cpu', sizeMultiple: 64, precision: 'float32', predictionType: 'epsilon' };
+const MODEL: ModelInfo = { name: 'fake', dir: '/fake', hash: '0123456789', sha256: 'ab'.repeat(32), provider: 'cpu', sizeMultiple: 64, precision: 'float32', predictionType: 'epsilon', loraTargets: [] };
 
 /** Renders by waiting `stepMs` per step; honours the abort signal between steps like the real worker. */
 class FakeHost implements RenderHostLike {

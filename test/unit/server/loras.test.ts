@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { encodeSafetensors } from '../../../src/synth/safetensors-writer.js';
 import { tinyServer, type TinyServer } from './support.js';
 
 let s: TinyServer;
@@ -85,6 +86,16 @@ test('bad files, oversize files and path-like names are refused and leave nothin
   len.writeBigUInt64LE(BigInt(header.length));
   const noLoraKeys = await upload(Buffer.concat([len, header, Buffer.alloc(4)]), 'plain.safetensors');
   assert.equal(noLoraKeys.json().error.code, 'LORA_INVALID');
+  // A well-formed kohya LoRA made for another base model (1024-wide cross-attention, like SD2) is checked against
+  // the loaded model's layers and refused, naming the mismatch.
+  const other = encodeSafetensors([
+    { name: 'lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight', dtype: 'F32', shape: [4, 1024], data: new Uint8Array(4 * 1024 * 4) },
+    { name: 'lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_up.weight', dtype: 'F32', shape: [32, 4], data: new Uint8Array(32 * 4 * 4) },
+  ]);
+  const mismatch = await upload(other, 'sd2thing.safetensors');
+  assert.equal(mismatch.statusCode, 400);
+  assert.equal(mismatch.json().error.code, 'LORA_MISMATCH');
+  assert.match(mismatch.json().error.message, /attn2.to_k|attn2_to_k/);
   const big = await upload(Buffer.alloc(700_000, 1), 'big.safetensors');
   assert.equal(big.statusCode, 413);
   assert.equal(big.json().error.code, 'PAYLOAD_TOO_LARGE');

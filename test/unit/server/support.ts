@@ -32,7 +32,7 @@ export async function tinyServer(over: Parameters<typeof serverConfig>[0] = {}, 
   await queue.ready();
   const library = await LoraLibrary.open(loraDir);
   const config: ServerConfig = serverConfig({ previewEvery: 0, ...over, defaults: { ...TEST_DEFAULTS, ...over.defaults } });
-  const built = await buildApp({ queue, config, loras: new LibraryLoraProvider(library), embeddings: opts.embeddings });
+  const built = await buildApp({ queue, config, loras: new LibraryLoraProvider(library, async () => (await queue.models())[0]?.loraTargets), embeddings: opts.embeddings });
   return {
     ...built,
     queue,
@@ -61,6 +61,7 @@ export const FAKE_MODEL: ModelInfo = {
   sizeMultiple: 64,
   precision: 'float32',
   predictionType: 'epsilon',
+  loraTargets: [],
 };
 
 /** A queue that renders nothing: for error shapes, auth, limits. `submit` does what `onSubmit` says. */
