@@ -55,10 +55,11 @@ describe('UNet with LoRAs vs diffusers-merged references', () => {
   ];
   for (const [ref, loras] of cases) {
     for (const t of ['t500', 't1'] as const) {
-      test(`${ref} ${t} within 1e-4 relative`, async () => {
+      test(`${ref} ${t} within 1e-4 relative`, async (ctx) => {
         const got = await unetWith(loras, t);
         const c = compare(got, tinySd15Refs().f32(`unet/out_${t}_lora_${ref}`).data);
         assert.ok(c.relL2 < 1e-4, `relL2 ${c.relL2}`);
+        ctx.diagnostic(`relL2 ${c.relL2.toExponential(2)}`);
         // and it really moved: the LoRA output differs from the base output
         const base = compare(got, tinySd15Refs().f32(`unet/out_${t}_nolora`).data);
         assert.ok(base.relL2 > 1e-2, `LoRA changes the output (relL2 vs base ${base.relL2})`);

@@ -94,7 +94,7 @@ describe('end to end vs diffusers (refs/pipe, from the same initial latents)', (
     // Not reproducible by design (README): 12x16 latents exceed what the export accepts; diffusers 0.21 rounds
     // Karras sigmas to integer timesteps; PNDM is not one of our samplers; LoRA runs belong to the LoRA suite.
     if (!sampler || run.lora || name === 'euler_128x96') continue;
-    test(`${name}: latents_final ≤ 1e-4 rel, image ≤ 2/255`, async () => {
+    test(`${name}: latents_final ≤ 1e-4 rel, image ≤ 2/255`, async (t) => {
       const init = refs.f32(`pipe/${name}/latents_init`);
       const req: RenderRequest = {
         prompt: run.prompt,
@@ -116,6 +116,7 @@ describe('end to end vs diffusers (refs/pipe, from the same initial latents)', (
       const c = compare(res.latents!.data, refs.f32(`pipe/${name}/latents_final`).data);
       assert.ok(c.relL2 < 1e-4, `latents relL2 ${c.relL2}`);
       const d = await imageDiff255(res.images[0].png, refs.f32(`pipe/${name}/image`).data);
+      t.diagnostic(`latents_final relL2 ${c.relL2.toExponential(2)}, image max ${d.toFixed(2)}/255`);
       assert.ok(d <= 2, `image max diff ${d}/255`);
     });
   }
@@ -139,7 +140,7 @@ describe('end to end vs k-diffusion as A1111 drives it (refs/kdiff, from seed an
   for (const [name, run] of Object.entries(runs)) {
     if (run.lora) continue;
     const a = run.a1111;
-    test(`${name} (${a.sampler} / ${a.schedule_type}, seed ${a.seed}, ${a.rng_source}): latents_final ≤ 1e-4 rel, image ≤ 2/255`, async () => {
+    test(`${name} (${a.sampler} / ${a.schedule_type}, seed ${a.seed}, ${a.rng_source}): latents_final ≤ 1e-4 rel, image ≤ 2/255`, async (t) => {
       const res = await generate(model, {
         prompt: a.prompt,
         negativePrompt: a.negative_prompt,
@@ -158,6 +159,7 @@ describe('end to end vs k-diffusion as A1111 drives it (refs/kdiff, from seed an
       const c = compare(res.latents!.data, refs.f32(`${name}/latents_final`).data);
       assert.ok(c.relL2 < 1e-4, `latents relL2 ${c.relL2}`);
       const d = await imageDiff255(res.images[0].png, refs.f32(`${name}/image`).data);
+      t.diagnostic(`latents_final relL2 ${c.relL2.toExponential(2)}, image max ${d.toFixed(2)}/255`);
       assert.ok(d <= 2, `image max diff ${d}/255`);
     });
   }
