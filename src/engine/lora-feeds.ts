@@ -3,11 +3,12 @@
  * branches the load-time rewrite added (src/onnx/lora-branches.ts): per branch, with the active LoRAs'
  * factors stacked along the rank axis R,
  *
- *   linear:  A [in, R] = [down₁ᵀ | down₂ᵀ | …]      B [R, out] = [up₁ᵀ ; up₂ᵀ ; …]
+ *   linear:  A [R, in] = [down₁ ; down₂ ; …]          B [R, out] = [up₁ᵀ ; up₂ᵀ ; …]   (the graph transposes A)
  *   conv:    A [R, in, kh, kw] = [down₁ ; down₂ ; …]  B [out, R, 1, 1] = [up₁ | up₂ | …]
  *   s [R]    per-rank scale: weight × block weight × alpha/rank
  *
- * so that ((x·A) ⊙ s)·B = Σᵢ sᵢ · x · downᵢᵀ · upᵢᵀ = x · (Σᵢ sᵢ · upᵢ @ downᵢ)ᵀ, the merged delta.
+ * so that ((x·Aᵀ) ⊙ s)·B = Σᵢ sᵢ · x · downᵢᵀ · upᵢᵀ = x · (Σᵢ sᵢ · upᵢ @ downᵢ)ᵀ, the merged delta. A is the
+ * files' own layout: stacking it is row copies, and a single LoRA's down is fed as is.
  *
  * Cost model: A and B depend only on WHICH LoRA layers are active, not on their weights. Each LoRA layer is put
  * in feed layout once (cached), a single active LoRA is fed without a copy, and a combination is stacked once
@@ -37,7 +38,7 @@ function scaleDims(b: LoraBranch, R: number): number[] {
 }
 
 function downDims(b: LoraBranch, R: number): number[] {
-  return b.kind === 'conv' ? [R, b.inFeatures, b.kernel[0], b.kernel[1]] : [b.inFeatures, R];
+  return b.kind === 'conv' ? [R, b.inFeatures, b.kernel[0], b.kernel[1]] : [R, b.inFeatures];
 }
 
 function upDims(b: LoraBranch, R: number): number[] {
@@ -133,7 +134,7 @@ export class LoraFactorCache {
     const prepared =
       b.kind === 'conv'
         ? { a: convert(b.dtype, layer.down), b: convert(b.dtype, layer.up) }
-        : { a: convert(b.dtype, transpose(layer.down, r, b.inFeatures)), b: convert(b.dtype, transpose(layer.up, b.outFeatures, r)) };
+        : { a: convert(b.dtype, layer.down), b: convert(b.dtype, transpose(layer.up, b.outFeatures, r)) };
     if (!byType) {
       byType = new Map();
       this.prepared.set(layer, byType);
@@ -161,13 +162,9 @@ export class LoraFactorCache {
     let off = 0;
     for (let i = 0; i < parts.length; i++) {
       const r = layers[i].layer.rank;
-      if (b.kind === 'conv') {
-        a.set(parts[i].a as never, off * rowLen); // rows
-        setColumns(bb, parts[i].b, b.outFeatures, R, r, off);
-      } else {
-        setColumns(a, parts[i].a, b.inFeatures, R, r, off);
-        bb.set(parts[i].b as never, off * b.outFeatures); // rows
-      }
+      a.set(parts[i].a as never, off * rowLen); // rows, both kinds
+      if (b.kind === 'conv') setColumns(bb, parts[i].b, b.outFeatures, R, r, off);
+      else bb.set(parts[i].b as never, off * b.outFeatures); // rows
       off += r;
     }
     const entry = { a, b: bb, bytes: a.byteLength + bb.byteLength };

@@ -2,11 +2,12 @@
  * Request-time LoRA as a graph rewrite, done once at load: every targeted layer y = f(x; W) gains a
  * low-rank branch whose factors are graph INPUTS, so each request feeds its own LoRA set and weights:
  *
- *   MatMul / Gemm:  y = f(x; W) + ((x · A) ⊙ s) · B        A [in, R], B [R, out], s [R]
- *   Conv:           y = f(x; W) + conv(conv(x; A) ⊙ s; B)   A [R, in, kh, kw] (W's pads/strides), B [out, R, 1, 1], s [R,1,1]
+ *   MatMul / Gemm:  y = f(x; W) + ((x · Dᵀ) ⊙ s) · U         D [R, in], U [R, out], s [R]
+ *   Conv:           y = f(x; W) + conv(conv(x; D) ⊙ s; U)    D [R, in, kh, kw] (W's pads/strides), U [out, R, 1, 1], s [R,1,1]
  *
- * Four nodes per layer and no layout work at run time: the factors arrive in the layout the ops consume
- * (prepared once per LoRA layer and, for several LoRAs, stacked once per combination — src/engine/lora-feeds.ts).
+ * D is the LoRA files' own down layout, so the active LoRAs' factors stack along R by plain row copies (and a
+ * single LoRA is fed without any copy); the Transpose of D costs R × in values per run, nothing next to the
+ * layer itself (src/engine/lora-feeds.ts prepares and stacks the factors).
  * R is a symbolic per-layer dimension; the per-rank scale s (user weight × block weight × alpha/rank) is a
  * separate small input, so new weights for a seen set change only s. R = 0 (zero-size feeds) when no LoRA
  * touches a layer: the branch then adds exactly zero.
@@ -96,10 +97,11 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
       nodes.push({ name: `${prefix}/scale/Mul`, opType: 'Mul', input: [t('mid'), scale], output: [t('scaled')] });
       nodes.push({ name: `${prefix}/up/Conv`, opType: 'Conv', input: [t('scaled'), up], output: [t('delta')] });
     } else {
-      inputs.push(valueInfo(down, elem, [target.inFeatures, rank]));
+      inputs.push(valueInfo(down, elem, [rank, target.inFeatures]));
       inputs.push(valueInfo(up, elem, [rank, target.outFeatures]));
       inputs.push(valueInfo(scale, elem, [rank]));
-      nodes.push({ name: `${prefix}/down/MatMul`, opType: 'MatMul', input: [x, down], output: [t('mid')] });
+      nodes.push({ name: `${prefix}/down/Transpose`, opType: 'Transpose', input: [down], output: [t('down_t')], attribute: [{ name: 'perm', type: onnx.AttributeProto.AttributeType.INTS, ints: [1, 0] }] });
+      nodes.push({ name: `${prefix}/down/MatMul`, opType: 'MatMul', input: [x, t('down_t')], output: [t('mid')] });
       nodes.push({ name: `${prefix}/scale/Mul`, opType: 'Mul', input: [t('mid'), scale], output: [t('scaled')] });
       nodes.push({ name: `${prefix}/up/MatMul`, opType: 'MatMul', input: [t('scaled'), up], output: [t('delta')] });
     }

@@ -54,7 +54,7 @@ function deltaFromFeeds(b: LoraBranch, feeds: ReturnType<typeof buildFeeds>): Fl
   for (let o = 0; o < b.outFeatures; o++) for (let c = 0; c < cols; c++) {
     let acc = 0;
     for (let j = 0; j < R; j++) {
-      const a = b.kind === 'conv' ? A[j * cols + c] : A[c * R + j]; // conv A [R, in·k]; linear A [in, R]
+      const a = A[j * cols + c]; // A [R, in·k] for both kinds (the graph transposes it for linear layers)
       const bb = b.kind === 'conv' ? B[o * R + j] : B[j * b.outFeatures + o]; // conv B [out, R]; linear B [R, out]
       acc += a * s[j] * bb;
     }
@@ -97,7 +97,7 @@ test('zero-rank feeds have zero-size factors of the right rank-0 shapes', () => 
   const lin = branch('linear', 6, 5, [1, 1]);
   const conv = { ...branch('conv', 6, 5, [3, 3]), index: 1, module: 'c', downInput: 'cd', upInput: 'cu', scaleInput: 'cs' };
   const feeds = emptyFeeds({ branches: [lin, conv], byModule: new Map() });
-  assert.deepEqual(feeds.d.dims, [6, 0]);
+  assert.deepEqual(feeds.d.dims, [0, 6]);
   assert.deepEqual(feeds.u.dims, [0, 5]);
   assert.deepEqual(feeds.s.dims, [0]);
   assert.deepEqual(feeds.cd.dims, [0, 6, 3, 3]);
