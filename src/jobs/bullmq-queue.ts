@@ -164,7 +164,9 @@ export class BullmqQueue implements JobQueue {
     const req = request.previewEvery === undefined && this.opts.previewEvery > 0 ? { ...request, previewEvery: this.opts.previewEvery } : request;
     const data: WireJobData = { request: encodeRequest(req), timeoutMs: options.timeoutMs ?? this.opts.defaultTimeoutMs, labels: { ...options.labels }, createdAt: Date.now() };
     const position = await this.withRedis('submit', async () => {
-      const waiting = await this.queue.getWaitingCount();
+      // Counted as waiting + running beyond what the live workers hold, so a job that a worker is just taking
+      // counts the same whether it is still in BullMQ's wait list or already active (no race with pick-up).
+      const waiting = await this.waitingBeyondWorkers();
       if (waiting >= this.opts.maxQueued) {
         const retryAfterSeconds = await this.retryAfterSeconds(waiting);
         throw new LoraserveError('QUEUE_FULL', `the queue is full (${this.opts.maxQueued} jobs waiting); retry in about ${retryAfterSeconds} s`, {
@@ -174,7 +176,7 @@ export class BullmqQueue implements JobQueue {
       }
       const keep = { age: Math.ceil(this.opts.keepFinishedMs / 1000), count: this.opts.keepFinished };
       await this.queue.add('render', data, { jobId: id, attempts: 1, removeOnComplete: keep, removeOnFail: keep });
-      return Math.max(1, await this.queue.getWaitingCount());
+      return Math.max(1, await this.waitingBeyondWorkers());
     });
     this.totals.submitted++;
     const signal = options.clientSignal;
@@ -396,6 +398,11 @@ export class BullmqQueue implements JobQueue {
       else out.push(w);
     }
     return out.sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  private async waitingBeyondWorkers(): Promise<number> {
+    const [counts, workers] = await Promise.all([this.queue.getJobCounts('wait', 'active'), this.liveWorkers()]);
+    return Math.max(0, (counts.wait ?? 0) + (counts.active ?? 0) - workers.length);
   }
 
   private async retryAfterSeconds(waiting: number): Promise<number> {

@@ -3,11 +3,14 @@
  * queue suite, on a private redis-server (test/helpers/redis.ts). Without redis-server installed the suite is
  * skipped locally and fails in CI (.ci/run installs it).
  */
+import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { isLoraserveError } from '../../../src/core/errors.js';
 import { BullmqQueue } from '../../../src/jobs/bullmq-queue.js';
 import { BullmqRenderWorker } from '../../../src/jobs/bullmq-worker.js';
-import type { JobQueue } from '../../../src/jobs/queue.js';
+import { type JobQueue, waitForJob } from '../../../src/jobs/queue.js';
 import { RenderHost } from '../../../src/jobs/render-host.js';
+import { smallRequest } from '../../helpers/small-render.js';
 import { redisServerAvailable, startRedis, type TestRedis } from '../../helpers/redis.js';
 import { tinyModelDir } from '../../helpers/tiny-model.js';
 import { runQueueSuite } from './queue-suite.js';
@@ -42,5 +45,46 @@ if (!redisServerAvailable() && !process.env.CI) {
       const worker = (hosts.get(queue) as unknown as { worker: { postMessage(m: unknown): void } }).worker;
       worker.postMessage({ type: 'shutdown' });
     },
+  });
+
+  test('Redis unreachable: submit answers 503 (QUEUE_FULL, reason queue-unavailable) at once; service resumes when Redis returns', async () => {
+    const own = await startRedis();
+    const host = await RenderHost.start(modelDir, { kind: 'cpu', threads: 1 });
+    const worker = await BullmqRenderWorker.start({ redisUrl: own.url, host, device: 'cpu', heartbeatMs: 200 });
+    const q = new BullmqQueue({ redisUrl: own.url, workers: [worker] });
+    try {
+      await q.ready();
+      assert.equal((await waitForJob(q, (await q.submit(smallRequest())).id)).state, 'done');
+      await own.kill();
+      await new Promise((r) => setTimeout(r, 100)); // the client notices the closed socket
+      const t0 = Date.now();
+      await assert.rejects(q.submit(smallRequest()), (e: unknown) => {
+        assert.ok(isLoraserveError(e));
+        assert.equal(e.status, 503);
+        assert.equal(e.code, 'QUEUE_FULL');
+        assert.equal(e.details?.reason, 'queue-unavailable');
+        assert.ok(Number(e.details?.retryAfterSeconds) >= 1);
+        return true;
+      });
+      assert.ok(Date.now() - t0 < 1000, 'the 503 comes without waiting on Redis');
+      await own.restart();
+      // Clients reconnect by themselves; the worker re-advertises on its heartbeat. A client retries on 503.
+      const deadline = Date.now() + 20_000;
+      let id: string | undefined;
+      while (!id) {
+        try {
+          id = (await q.submit(smallRequest({ seed: 5 }))).id;
+        } catch (e) {
+          if (!isLoraserveError(e) || Date.now() > deadline) throw e;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      const r = await waitForJob(q, id);
+      assert.equal(r.state, 'done');
+      assert.deepEqual(r.seeds, [5]);
+    } finally {
+      await q.close(500);
+      await own.stop();
+    }
   });
 }
