@@ -42,6 +42,8 @@ export interface QueueSettings {
   /** Result PNGs' lifetime in Redis and their size limit (Redis roles). */
   resultTtlMs: number;
   maxResultBytes: number;
+  /** BullMQ lock duration and stalled-job check period: how soon a dead worker's job is rerun elsewhere. */
+  stallCheckMs: number;
   logger: Logger;
 }
 
@@ -57,7 +59,16 @@ export async function startRenderWorkers(s: QueueSettings): Promise<BullmqRender
     s.devices.map(async (device) => {
       const logger = s.logger.child?.({ device: deviceLabel(device) }) ?? s.logger;
       const host = await RenderHost.start(modelDir, device, logger, { loraDir: s.loraDir, embeddingsDir: s.embeddingsDir });
-      return BullmqRenderWorker.start({ redisUrl, host, device: deviceLabel(device), resultTtlMs: s.resultTtlMs, maxResultBytes: s.maxResultBytes, logger });
+      return BullmqRenderWorker.start({
+        redisUrl,
+        host,
+        device: deviceLabel(device),
+        resultTtlMs: s.resultTtlMs,
+        maxResultBytes: s.maxResultBytes,
+        lockDurationMs: s.stallCheckMs,
+        stalledIntervalMs: s.stallCheckMs,
+        logger,
+      });
     }),
   );
 }

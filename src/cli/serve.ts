@@ -3,7 +3,7 @@
  *
  * Every flag has an environment variable (flag wins): HOST, PORT, MODEL, MODELS_DIR, LORA_DIR, EMBEDDINGS_DIR,
  * DEVICE, DEVICE_ID, THREADS, API_KEY, CORS_ORIGIN, MAX_QUEUE, JOB_TIMEOUT, MAX_STEPS, MAX_PIXELS, MAX_BATCH,
- * MAX_UPLOAD_MB, MAX_PROMPT_CHARS, PREVIEW_EVERY, SHUTDOWN_GRACE, LOG_LEVEL, REDIS_URL, ROLE, RESULT_TTL, MAX_RESULT_MB.
+ * MAX_UPLOAD_MB, MAX_PROMPT_CHARS, PREVIEW_EVERY, SHUTDOWN_GRACE, LOG_LEVEL, REDIS_URL, ROLE, RESULT_TTL, MAX_RESULT_MB, STALL_CHECK.
  *
  * Roles (serve-roles.ts): `all` (default) renders and serves HTTP — in-process without Redis, on BullMQ with it;
  * with `--redis`, `api` serves HTTP and renders nothing, `worker` renders and serves only GET /health.
@@ -55,6 +55,8 @@ const HELP = `usage: loraserve serve [options]          (every option also reads
                          (ROLE; default all)
   --result-ttl S         seconds results and ended jobs stay in Redis (RESULT_TTL; default 900)
   --max-result-mb N      largest result kept in Redis (MAX_RESULT_MB; default 64)
+  --stall-check S        a worker that died is noticed after about S seconds and its job rerun elsewhere
+                         (BullMQ lock duration and stalled-job check; STALL_CHECK; default 30)
   --log-level LEVEL      debug, info, warn, error (LOG_LEVEL; default info); logs are JSON lines on stdout
   --no-docs              do not serve the OpenAPI document and UI at /docs
 `;
@@ -85,6 +87,7 @@ const OPTIONS = {
   role: { type: 'string' },
   'result-ttl': { type: 'string' },
   'max-result-mb': { type: 'string' },
+  'stall-check': { type: 'string' },
   'no-docs': { type: 'boolean' },
 } as const;
 
@@ -114,6 +117,7 @@ const ENV: Record<string, string> = {
   role: 'ROLE',
   'result-ttl': 'RESULT_TTL',
   'max-result-mb': 'MAX_RESULT_MB',
+  'stall-check': 'STALL_CHECK',
 };
 
 /** Flags over environment: an unset flag takes its variable (empty counts as unset). */
@@ -208,6 +212,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     defaultTimeoutMs: num(flags, 'job-timeout', 600, { min: 1 }) * 1000,
     resultTtlMs: num(flags, 'result-ttl', 900, { min: 1 }) * 1000,
     maxResultBytes: num(flags, 'max-result-mb', 64, { min: 1 }) * 1024 * 1024,
+    stallCheckMs: num(flags, 'stall-check', 30, { min: 0.2, max: 3600 }) * 1000,
     logger: log.child({ component: 'jobs' }),
   };
   if (role === 'worker') return serveWorkers(settings, host, port, graceMs, log);

@@ -1,6 +1,7 @@
 /**
  * `loraserve serve --redis URL --role api|worker`: an API process and a render-worker process meet in a private
  * redis-server; a synchronous PNG request through the API is rendered by the worker, and both exit 0 on SIGTERM.
+ * Two workers and a SIGKILL mid-job: BullMQ's stalled-job check reruns the job on the other worker, same pixels.
  * Also the role/Redis flag rules. Skipped locally (not in CI) when redis-server is not installed.
  */
 import assert from 'node:assert/strict';
@@ -91,6 +92,56 @@ test('an api process and a worker process render through Redis and stop on SIGTE
     assert.equal(await worker.exited, 0);
   } finally {
     for (const p of [api, worker]) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    await redis.stop();
+    rmSync(loras, { recursive: true, force: true });
+  }
+});
+
+test('a worker SIGKILLed mid-job: its job reruns on the other worker and ends done with the same PNG', { skip: !redisServerAvailable() && !process.env.CI ? 'redis-server is not installed' : false }, async () => {
+  const [model, redis] = await Promise.all([tinyModelDir(), startRedis()]);
+  const loras = mkdtempSync(join(tmpdir(), 'loraserve-roles-loras-'));
+  const workerArgs = ['--role', 'worker', '--redis', redis.url, '--model', model, '--lora-dir', loras, '--stall-check', '1'];
+  const api = serve(['--role', 'api', '--redis', redis.url, '--lora-dir', loras, '--max-steps', '400']);
+  const workers = [serve(workerArgs), serve(workerArgs)];
+  try {
+    const ids = await Promise.all(workers.map(async (w) => (await w.waitFor((l) => Array.isArray(l.workers))).workers as string[]));
+    const base = String((await api.waitFor((l) => typeof l.url === 'string')).url);
+    await api.waitFor((l) => l.msg === 'ready');
+    const body = JSON.stringify({ prompt: 'cat', width: 64, height: 64, steps: 400, seed: 11 });
+    const submit = async () =>
+    {
+      const res = await fetch(`${base}/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json', prefer: 'respond-async' }, body });
+      assert.equal(res.status, 202, await res.clone().text());
+      return ((await res.json()) as { id: string }).id;
+    };
+    type Job = { state: string; worker?: string; progress?: { step: number }; images?: string[]; error?: { code: string } };
+    const job = async (id: string) => (await (await fetch(`${base}/v1/jobs/${id}`)).json()) as Job;
+    const until = async (id: string, ok: (j: Job) => boolean): Promise<Job> => {
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        const j = await job(id);
+        if (ok(j)) return j;
+        assert.ok(Date.now() < deadline, `job ${id} stuck: ${JSON.stringify(j)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    const id = await submit();
+    const running = await until(id, (j) => j.state === 'running' && (j.progress?.step ?? 0) > 0);
+    const victim = ids.findIndex((list) => list.includes(running.worker ?? ''));
+    assert.ok(victim >= 0, `running on an unknown worker: ${running.worker}`);
+    workers[victim].child.kill('SIGKILL');
+    const done = await until(id, (j) => j.state === 'done' || j.state === 'failed' || j.state === 'cancelled');
+    assert.equal(done.state, 'done', JSON.stringify(done.error));
+    assert.ok(ids[1 - victim].includes(done.worker ?? ''), 'finished by the surviving worker');
+    // The same request rendered again from the start gives the same bytes (seeded noise, same infotext).
+    const again = await until(await submit(), (j) => j.state === 'done');
+    assert.equal(done.images?.[0], again.images?.[0]);
+    api.child.kill('SIGTERM');
+    workers[1 - victim].child.kill('SIGTERM');
+    assert.equal(await api.exited, 0);
+    assert.equal(await workers[1 - victim].exited, 0);
+  } finally {
+    for (const p of [api, ...workers]) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
     await redis.stop();
     rmSync(loras, { recursive: true, force: true });
   }
