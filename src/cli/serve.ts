@@ -290,7 +290,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   return done;
 }
 
-/** `--role worker`: render workers on this machine's devices, health on host:port, SIGTERM hands work back. */
+/** `--role worker`: render workers on this machine's devices, health on host:port; SIGTERM hands a job that does not finish within the grace period back to the queue. */
 async function serveWorkers(settings: QueueSettings, host: string, port: number, graceMs: number, log: PinoLogger): Promise<number> {
   const workers = await startRenderWorkers(settings);
   let up = true;
@@ -306,7 +306,7 @@ async function serveWorkers(settings: QueueSettings, host: string, port: number,
       stopping = true;
       up = false;
       log.info({ signal: sig, graceMs }, 'worker shutting down: the running job gets the grace period');
-      Promise.all(workers.map((w) => w.close(graceMs)))
+      Promise.all(workers.map((w) => w.close(graceMs, { handBack: true })))
         .then(() => new Promise<void>((r) => health.server.close(() => r())))
         .then(
           () => resolveExit(0),

@@ -11,7 +11,7 @@
  *   rerun gives the same pixels.
  * - The worker advertises itself (device, model, state, crashes) in a registry hash with an expiry it renews.
  */
-import { Worker, type Job } from 'bullmq';
+import { WaitingError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { LoraserveError, toLoraserveError } from '../core/errors.js';
@@ -81,6 +81,8 @@ export class BullmqRenderWorker {
   private runningDone: Promise<unknown> | undefined;
   private crashes = 0;
   private closing: Promise<void> | undefined;
+  /** Set by close({ handBack }): a job stopped by the shutdown goes back to waiting instead of ending. */
+  private handBack = false;
 
   private constructor(opts: BullmqRenderWorkerOptions) {
     this.opts = opts;
@@ -97,7 +99,7 @@ export class BullmqRenderWorker {
       if (this.running?.id === jobId) this.running.abort('cancel');
     });
     for (const c of [this.redis, this.sub]) c.on('error', (e: Error) => this.logger.warn({ worker: this.id, err: e.message }, 'redis connection error'));
-    this.worker = new Worker<WireJobData, WireOutcome>(queueName, (job) => this.process(job), {
+    this.worker = new Worker<WireJobData, WireOutcome>(queueName, (job, token) => this.process(job, token), {
       connection: { ...connection, maxRetriesPerRequest: null },
       prefix,
       name: this.id,
@@ -142,7 +144,7 @@ export class BullmqRenderWorker {
     }
   }
 
-  private async process(job: Job<WireJobData, WireOutcome>): Promise<WireOutcome> {
+  private async process(job: Job<WireJobData, WireOutcome>, token?: string): Promise<WireOutcome> {
     const id = job.id!;
     const data = job.data;
     const startedAt = Date.now();
@@ -191,6 +193,12 @@ export class BullmqRenderWorker {
       let outcome: 'failed' | 'cancelled' = 'failed';
       if (err.code === 'CANCELLED' && reason === 'timeout') {
         err = new LoraserveError('TIMEOUT', `job ran longer than its ${data.timeoutMs} ms limit and was stopped`, { jobId: id, timeoutMs: data.timeoutMs });
+      } else if (err.code === 'CANCELLED' && reason === 'shutdown' && this.handBack) {
+        // Back to BullMQ's wait list, for another worker to start again (same seeds, same pixels).
+        await chain;
+        await job.moveToWait(token);
+        this.logger.info({ worker: this.id, jobId: id }, 'job handed back to the queue');
+        throw new WaitingError();
       } else if (err.code === 'CANCELLED' && reason === 'shutdown') {
         outcome = 'cancelled';
         err = new LoraserveError('SHUTTING_DOWN', 'job stopped because the worker shut down', { jobId: id });
@@ -211,10 +219,13 @@ export class BullmqRenderWorker {
   }
 
   /**
-   * Stops taking jobs; a running job gets `graceMs` to finish and is then cancelled (SHUTTING_DOWN). The render
-   * host is closed and the registry entry removed. Idempotent.
+   * Stops taking jobs; a running job gets `graceMs` to finish and is then stopped: with `handBack` it goes back
+   * to the queue for another worker (a worker process leaving a running cluster), else it ends cancelled with
+   * SHUTTING_DOWN (the whole service stopping). The render host is closed and the registry entry removed.
+   * Idempotent.
    */
-  close(graceMs = 30_000): Promise<void> {
+  close(graceMs = 30_000, options: { handBack?: boolean } = {}): Promise<void> {
+    this.handBack = options.handBack ?? false;
     this.closing ??= this.shutdown(graceMs);
     return this.closing;
   }

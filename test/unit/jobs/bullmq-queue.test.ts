@@ -87,4 +87,35 @@ if (!redisServerAvailable() && !process.env.CI) {
       await own.stop();
     }
   });
+
+  test('a worker closed with handBack returns its running job to the queue; another worker finishes it', async () => {
+    const queueName = 'hand-back';
+    const [h1, h2] = await Promise.all([0, 1].map(() => RenderHost.start(modelDir, { kind: 'cpu', threads: 1 })));
+    const first = await BullmqRenderWorker.start({ redisUrl: redis.url, host: h1, device: 'cpu', queueName, id: 'first' });
+    const api = new BullmqQueue({ redisUrl: redis.url, queueName });
+    let second: BullmqRenderWorker | undefined;
+    try {
+      await api.ready();
+      const j = await api.submit(smallRequest({ steps: 300, seed: 9 }));
+      await new Promise<void>((resolve) => {
+        const off = api.subscribe(j.id, (e) => {
+          if (e.type === 'progress') {
+            off();
+            resolve();
+          }
+        });
+      });
+      second = await BullmqRenderWorker.start({ redisUrl: redis.url, host: h2, device: 'cpu', queueName, id: 'second' });
+      await first.close(0, { handBack: true });
+      const r = await waitForJob(api, j.id);
+      assert.equal(r.state, 'done');
+      assert.equal(r.worker, 'second');
+      assert.deepEqual(r.seeds, [9]);
+    } finally {
+      await first.close(0);
+      await second?.close(0);
+      if (!second) await h2.close();
+      await api.close(0);
+    }
+  });
 }
