@@ -54,7 +54,7 @@ export interface BullmqRenderWorkerOptions {
   lockDurationMs?: number;
   /** How often the stalled-job check runs; default 30 s. */
   stalledIntervalMs?: number;
-  /** Registry heartbeat period; the entry expires after three missed beats. Default 5 s. */
+  /** Registry heartbeat period; the entry expires after three missed beats (at least 10 s). Default 5 s. */
   heartbeatMs?: number;
   logger?: Logger;
 }
@@ -131,8 +131,10 @@ export class BullmqRenderWorker {
     } catch {
       model = undefined;
     }
+    // Three missed beats, and never under 10 s: a busy machine may delay a timer by seconds, and a worker wrongly
+    // seen as gone shrinks the queue's admitted capacity (submit would refuse with QUEUE_FULL).
     const beat = this.opts.heartbeatMs ?? 5000;
-    return { id: this.id, device: this.device, state: this.state, jobId: this.running?.id, model, crashes: this.crashes, expiresAt: Date.now() + 3 * beat };
+    return { id: this.id, device: this.device, state: this.state, jobId: this.running?.id, model, crashes: this.crashes, expiresAt: Date.now() + Math.max(3 * beat, 10_000) };
   }
 
   private async advertise(): Promise<void> {

@@ -34,7 +34,7 @@ if (!redisServerAvailable() && !process.env.CI) {
     async makeQueue({ maxQueued }) {
       const queueName = `suite-${++n}`;
       const host = await RenderHost.start(modelDir, { kind: 'cpu', threads: 1 });
-      const worker = await BullmqRenderWorker.start({ redisUrl: redis.url, host, device: 'cpu', queueName, heartbeatMs: 1000 });
+      const worker = await BullmqRenderWorker.start({ redisUrl: redis.url, host, device: 'cpu', queueName });
       const q = new BullmqQueue({ redisUrl: redis.url, queueName, maxQueued, workers: [worker] });
       await q.ready();
       hosts.set(q, host);
