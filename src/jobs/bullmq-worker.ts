@@ -134,7 +134,7 @@ export class BullmqRenderWorker {
     // Three missed beats, and never under 10 s: a busy machine may delay a timer by seconds, and a worker wrongly
     // seen as gone shrinks the queue's admitted capacity (submit would refuse with QUEUE_FULL).
     const beat = this.opts.heartbeatMs ?? 5000;
-    return { id: this.id, device: this.device, state: this.state, jobId: this.running?.id, model, crashes: this.crashes, expiresAt: Date.now() + Math.max(3 * beat, 10_000) };
+    return { id: this.id, device: this.device, state: this.state, jobId: this.running?.id, model, crashes: this.crashes, loraCache: this.opts.host.loraCache, expiresAt: Date.now() + Math.max(3 * beat, 10_000) };
   }
 
   private async advertise(): Promise<void> {
