@@ -31,7 +31,8 @@ import {
   type WireWorkerEntry,
 } from './bullmq-wire.js';
 import type { ModelInfo } from './protocol.js';
-import { recordFromJob, tombstoneRecord, eventsFromProgress, finalEventOf, infraError, replayEvents, summarize, type Stored } from './bullmq-records.js';
+import { recordFromJob, tombstoneRecord, eventsFromProgress, finalEventOf, infraError, type Stored } from './bullmq-records.js';
+import { replayEvents, summarize } from './job-records.js';
 import {
   isFinal,
   isFinalEvent,

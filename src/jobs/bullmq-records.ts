@@ -6,7 +6,7 @@ import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { ErrorJson } from './protocol.js';
 import { outcomeTimings, shownRequest, type WireImage, type WireJobData, type WireKeys, type WireOutcome, type WireProgress, type WireTombstone } from './bullmq-wire.js';
-import type { JobEvent, JobImage, JobRecord, JobState, JobSummary } from './queue.js';
+import type { JobEvent, JobImage, JobRecord } from './queue.js';
 
 export interface Stored {
   /** Absent for a tombstone. */
@@ -127,33 +127,4 @@ export function finalEventOf(jobId: string, o: WireOutcome, createdAt: number): 
   if (o.outcome === 'done') return { type: 'done', ...base, seeds: o.seeds ?? [], infotexts: o.infotexts ?? [] };
   const error = o.error ?? { code: 'INTERNAL', message: 'job ended without an error' };
   return o.outcome === 'cancelled' ? { type: 'cancelled', ...base, error } : { type: 'failed', ...base, error };
-}
-
-/** The events that bring a new subscriber up to date with a job's current state. */
-export function replayEvents(rec: JobRecord): JobEvent[] {
-  const at = Date.now();
-  const final = (state: JobState): JobEvent | undefined => {
-    const base = { id: rec.id, at: rec.finishedAt ?? at, timings: { ...rec.timings } };
-    const error = rec.error ?? { code: 'INTERNAL', message: 'job ended without an error' };
-    if (state === 'done') return { type: 'done', ...base, seeds: rec.seeds ?? [], infotexts: rec.infotexts ?? [] };
-    if (state === 'cancelled') return { type: 'cancelled', ...base, error };
-    if (state === 'failed') return { type: 'failed', ...base, error };
-    return undefined;
-  };
-  switch (rec.state) {
-    case 'queued':
-      return [{ type: 'queued', id: rec.id, at, position: rec.position ?? 1 }];
-    case 'running': {
-      const out: JobEvent[] = [{ type: 'started', id: rec.id, at: rec.startedAt ?? at, worker: rec.worker ?? '' }];
-      if (rec.progress) out.push({ type: 'progress', id: rec.id, at, ...rec.progress });
-      return out;
-    }
-    default:
-      return [final(rec.state)!];
-  }
-}
-
-export function summarize(rec: JobRecord): JobSummary {
-  const { images: _images, preview: _preview, ...rest } = rec;
-  return { ...rest, labels: { ...rest.labels }, timings: { ...rest.timings }, progress: rest.progress && { ...rest.progress } };
 }

@@ -13,6 +13,7 @@ import { LoraserveError, toLoraserveError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { silentLogger } from '../core/logger.js';
 import type { RenderProgress, RenderRequest, RenderResult } from '../engine/request.js';
+import { finalEvent, replayEvents, summarize } from './job-records.js';
 import type { ModelInfo } from './protocol.js';
 import {
   isFinal,
@@ -492,34 +493,7 @@ export class LocalQueue implements JobQueue {
   }
 }
 
-function summarize(rec: JobRecord): JobSummary {
-  const { images: _images, preview: _preview, ...rest } = rec;
-  return { ...rest, labels: { ...rest.labels }, timings: { ...rest.timings }, progress: rest.progress && { ...rest.progress } };
-}
-
 function snapshot(rec: JobRecord): JobRecord {
   return { ...summarize(rec), images: rec.images?.slice(), preview: rec.preview };
 }
 
-function finalEvent(rec: JobRecord): JobEvent {
-  const base = { id: rec.id, at: rec.finishedAt ?? Date.now(), timings: { ...rec.timings } };
-  if (rec.state === 'done') return { type: 'done', ...base, seeds: rec.seeds ?? [], infotexts: rec.infotexts ?? [] };
-  const error = rec.error ?? { code: 'INTERNAL', message: 'job ended without an error' };
-  return rec.state === 'cancelled' ? { type: 'cancelled', ...base, error } : { type: 'failed', ...base, error };
-}
-
-/** The events that bring a new subscriber up to date with a job's current state. */
-function replayEvents(rec: JobRecord): JobEvent[] {
-  const at = Date.now();
-  switch (rec.state) {
-    case 'queued':
-      return [{ type: 'queued', id: rec.id, at, position: rec.position ?? 1 }];
-    case 'running': {
-      const out: JobEvent[] = [{ type: 'started', id: rec.id, at: rec.startedAt ?? at, worker: rec.worker ?? '' }];
-      if (rec.progress) out.push({ type: 'progress', id: rec.id, at, ...rec.progress });
-      return out;
-    }
-    default:
-      return [finalEvent(rec)];
-  }
-}
