@@ -21,7 +21,7 @@ import { textEncoderFeeds } from '../onnx/text-encoder-rewrite.js';
 import type { EmbeddingLibrary } from '../text/embeddings/library.js';
 import { buildConditioning, type Conditioning } from './conditioning.js';
 import { lorasForRequest } from './lora-list.js';
-import type { LoraResolver, ResolvedLoras } from './lora-resolver.js';
+import { noLoras, type LoraResolver } from './lora-resolver.js';
 import type { LoadedModel } from './model.js';
 import type { RenderHooks, RenderRequest, RenderResult, RenderedImage } from './request.js';
 import { validateRenderRequest } from './validate.js';
@@ -85,8 +85,7 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
   if (specs.length && !ctx.loras) {
     throw new LoraserveError('UNKNOWN_LORA', `unknown LoRA '${specs[0].name}': no LoRA folder is configured`, { name: specs[0].name });
   }
-  const noLoras: ResolvedLoras = { feeds: { unet: model.lora.unet.empty, te: model.lora.te.empty, signature: '' }, hashes: [], ms: 0 };
-  const loras = ctx.loras ? await ctx.loras.resolve(specs) : noLoras;
+  const loras = ctx.loras ? await ctx.loras.resolve(specs) : noLoras(model);
   const clock = new OrtClock();
   const sig = model.unetSig;
   const B = req.batchSize;

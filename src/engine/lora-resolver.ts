@@ -22,6 +22,11 @@ export interface ResolvedLoras {
   ms: number;
 }
 
+/** A render without LoRAs: every branch at rank 0. */
+export function noLoras(model: LoadedModel): ResolvedLoras {
+  return { feeds: { unet: model.lora.unet.empty, te: model.lora.te.empty, signature: '' }, hashes: [], ms: 0 };
+}
+
 export class LoraResolver {
   private readonly targets: LoraTarget[];
   private readonly layout: UnetLayout;
@@ -31,7 +36,6 @@ export class LoraResolver {
   /** Cache counters for metrics: see LoraCacheStats in src/jobs/protocol.ts. */
   readonly counters = { hits: 0, misses: 0, evictions: 0 };
   private readonly logger: Logger;
-  readonly noLoras: LoraFeeds;
 
   constructor(
     private readonly model: LoadedModel,
@@ -42,7 +46,6 @@ export class LoraResolver {
     this.layout = unetLayoutFromModules(model.lora.unet.targets.map((t) => t.module));
     this.factors = new LoraFactorCache(opts.maxStackBytes);
     this.logger = opts.logger ?? silentLogger;
-    this.noLoras = { unet: model.lora.unet.empty, te: model.lora.te.empty, signature: '' };
   }
 
   /** Bytes held by stacked multi-LoRA factors (single LoRAs are fed without a copy). */
@@ -52,7 +55,7 @@ export class LoraResolver {
 
   async resolve(specs: readonly LoraSpec[] | undefined): Promise<ResolvedLoras> {
     const t0 = performance.now();
-    if (!specs || specs.length === 0) return { feeds: this.noLoras, hashes: [], ms: 0 };
+    if (!specs || specs.length === 0) return noLoras(this.model);
     const library = this.library;
     if (!library) throw new LoraserveError('UNKNOWN_LORA', `unknown LoRA '${specs[0].name}': no LoRA folder is configured`, { name: specs[0].name });
     const adapters = new Map<string, LoraAdapter>();
