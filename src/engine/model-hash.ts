@@ -10,7 +10,9 @@ import { join } from 'node:path';
 export async function hashUnetFolder(unetDir: string): Promise<{ sha256: string; short: string }> {
   const h = createHash('sha256');
   const files = readdirSync(unetDir)
-    .filter((f) => statSync(join(unetDir, f)).isFile())
+    // Not our own derived graphs (`model.<tag>.onnx`, written beside the original when the cache cannot hard-link
+    // the weights; see src/onnx/materialize.ts) nor their temp files: the hash names the export, not our rewrites.
+    .filter((f) => !/^model\.[^.]+\.onnx(\..*\.tmp)?$/.test(f) && statSync(join(unetDir, f)).isFile())
     .sort();
   for (const f of files) {
     await new Promise<void>((resolve, reject) => {
