@@ -14,11 +14,13 @@ import { createServer, type Server } from 'node:http';
 import type { DeviceConfig } from '../core/config.js';
 import { LoraserveError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import { PROMETHEUS_CONTENT_TYPE } from '../core/prometheus.js';
 import { BullmqQueue } from '../jobs/bullmq-queue.js';
 import { BullmqRenderWorker } from '../jobs/bullmq-worker.js';
 import { LocalQueue } from '../jobs/local-queue.js';
 import type { JobQueue } from '../jobs/queue.js';
 import { RenderHost } from '../jobs/render-host.js';
+import { type MetricsWorker, processFigures, renderWorkerMetrics } from './worker-metrics.js';
 
 export type ServeRole = 'api' | 'worker' | 'all';
 
@@ -98,16 +100,29 @@ export async function makeServeQueue(s: QueueSettings): Promise<JobQueue> {
   });
 }
 
-/** The worker role's health endpoint. */
-export function startWorkerHealth(workers: BullmqRenderWorker[], host: string, port: number, isUp: () => boolean): Promise<{ server: Server; url: string }> {
+/**
+ * The worker role's own port: `GET /health` (200 with each worker's id, device and — when the worker reports
+ * it — state while they run, 503 once they stop) and `GET /metrics` (Prometheus text, src/cli/worker-metrics.ts).
+ */
+export function startWorkerHealth(workers: readonly MetricsWorker[], host: string, port: number, isUp: () => boolean): Promise<{ server: Server; url: string }> {
   const server = createServer((req, res) => {
-    if (req.method !== 'GET' || (req.url !== '/health' && req.url !== '/healthz')) {
-      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'NOT_FOUND', message: 'only GET /health here' } }));
+    const path = (req.url ?? '').split('?')[0];
+    if (req.method === 'GET' && path === '/metrics') {
+      res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE });
+      res.end(renderWorkerMetrics(workers.map((w) => w.stats?.() ?? { id: w.id, device: w.device }), processFigures()));
+      return;
+    }
+    if (req.method !== 'GET' || (path !== '/health' && path !== '/healthz')) {
+      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'NOT_FOUND', message: 'only GET /health and GET /metrics here' } }));
       return;
     }
     const up = isUp();
     res.writeHead(up ? 200 : 503, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ status: up ? 'ok' : 'stopping', role: 'worker', workers: workers.map((w) => ({ id: w.id, device: w.device })) }));
+    const view = workers.map((w) => {
+      const s = w.stats?.();
+      return { id: w.id, device: w.device, ...(s?.state ? { state: s.state } : {}), ...(s?.jobId ? { jobId: s.jobId } : {}) };
+    });
+    res.end(JSON.stringify({ status: up ? 'ok' : 'stopping', role: 'worker', workers: view }));
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
