@@ -15,9 +15,10 @@ import { Metrics } from './metrics.js';
 import { authPlugin } from './plugins/auth.js';
 import { docsUiPlugin, openApiPlugin } from './plugins/docs.js';
 import { errorsPlugin } from './plugins/errors.js';
-import { NO_EMBEDDINGS, type EmbeddingProvider, type LoraProvider } from './providers.js';
+import { NO_EMBEDDINGS, type EmbeddingProvider, type FileProvider, type LoraProvider } from './providers.js';
 import { a1111Routes } from './routes/a1111.js';
 import { catalogRoutes } from './routes/catalog.js';
+import { fileRoutes } from './routes/files.js';
 import { loraRoutes } from './routes/loras.js';
 import { nativeRoutes } from './routes/native.js';
 import { openaiRoutes } from './routes/openai.js';
@@ -30,6 +31,8 @@ export interface BuildAppOptions {
   logger?: FastifyBaseLogger;
   loras?: LoraProvider;
   embeddings?: EmbeddingProvider;
+  /** Library files served to render workers by sha256 (`/internal/v1/files`). */
+  files?: FileProvider;
 }
 
 export interface LoraserveApp {
@@ -47,6 +50,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<LoraserveApp> {
     config,
     loras: opts.loras,
     embeddings: opts.embeddings ?? NO_EMBEDDINGS,
+    files: opts.files,
     metrics: new Metrics(),
   };
   const app = Fastify({
@@ -89,6 +93,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<LoraserveApp> {
   await app.register(nativeRoutes, { ctx });
   await app.register(catalogRoutes, { ctx });
   await app.register(loraRoutes, { ctx });
+  await app.register(fileRoutes, { ctx });
   await app.register(openaiRoutes, { ctx });
   await app.register(a1111Routes, { ctx });
   if (config.docs) await app.register(docsUiPlugin, { ctx });

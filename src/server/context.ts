@@ -5,13 +5,15 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyPluginAsync, RawServerD
 import type { JobQueue } from '../jobs/queue.js';
 import type { ServerConfig } from './config.js';
 import type { Metrics } from './metrics.js';
-import type { EmbeddingProvider, LoraProvider } from './providers.js';
+import type { EmbeddingProvider, FileProvider, LoraProvider } from './providers.js';
 
 export interface ServerContext {
   queue: JobQueue;
   config: ServerConfig;
   loras?: LoraProvider;
   embeddings: EmbeddingProvider;
+  /** Library files for render workers by sha256 (BullMQ roles); absent = the internal file routes answer 404. */
+  files?: FileProvider;
   metrics: Metrics;
 }
 

@@ -3,6 +3,8 @@
  * written against these, and `loraserve serve` wires implementations (src/lora's LoraLibrary for LoRAs).
  * The server never reads LoRA or embedding files itself, except streaming an upload to a temp file.
  */
+import type { Readable } from 'node:stream';
+import type { FileEntry } from '../jobs/file-wire.js';
 import type { LoraCacheStats } from '../jobs/queue.js';
 
 export interface LoraListing {
@@ -60,6 +62,17 @@ export interface EmbeddingListing {
 
 export interface EmbeddingProvider {
   list(): Promise<EmbeddingListing[]>;
+}
+
+/**
+ * The LoRA and embedding files render workers may fetch by sha256 (`/internal/v1/files`, used by workers
+ * without a shared disk; src/jobs/file-sync.ts). Only files of the libraries are ever served.
+ */
+export interface FileProvider {
+  /** Every LoRA and embedding with its hash (the manifest). */
+  list(): Promise<FileEntry[]>;
+  /** The bytes of the library file with this hash; undefined when no library file has it. */
+  open(sha256: string): Promise<{ entry: FileEntry; stream: Readable } | undefined>;
 }
 
 /** Stand-ins when nothing is wired: no LoRAs, no embeddings. */
