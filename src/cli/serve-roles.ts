@@ -46,6 +46,8 @@ export interface QueueSettings {
   maxResultBytes: number;
   /** BullMQ lock duration and stalled-job check period: how soon a dead worker's job is rerun elsewhere. */
   stallCheckMs: number;
+  /** LoRA-affinity routing (API side of the BullMQ queue). */
+  affinity: boolean;
   logger: Logger;
 }
 
@@ -95,6 +97,7 @@ export async function makeServeQueue(s: QueueSettings): Promise<JobQueue> {
     maxQueued: s.maxQueued,
     defaultTimeoutMs: s.defaultTimeoutMs,
     keepFinishedMs: s.resultTtlMs,
+    affinity: s.affinity,
     workers,
     logger: s.logger,
   });

@@ -3,7 +3,7 @@
  *
  * Every flag has an environment variable (flag wins): HOST, PORT, MODEL, MODELS_DIR, LORA_DIR, EMBEDDINGS_DIR,
  * DEVICE, DEVICE_ID, THREADS, API_KEY, CORS_ORIGIN, MAX_QUEUE, JOB_TIMEOUT, MAX_STEPS, MAX_PIXELS, MAX_BATCH,
- * MAX_UPLOAD_MB, MAX_PROMPT_CHARS, PREVIEW_EVERY, SHUTDOWN_GRACE, LOG_LEVEL, REDIS_URL, ROLE, RESULT_TTL, MAX_RESULT_MB, STALL_CHECK.
+ * MAX_UPLOAD_MB, MAX_PROMPT_CHARS, PREVIEW_EVERY, SHUTDOWN_GRACE, LOG_LEVEL, REDIS_URL, ROLE, RESULT_TTL, MAX_RESULT_MB, STALL_CHECK, AFFINITY.
  *
  * Roles (serve-roles.ts): `all` (default) renders and serves HTTP — in-process without Redis, on BullMQ with it;
  * with `--redis`, `api` serves HTTP and renders nothing, `worker` renders and serves only GET /health.
@@ -25,7 +25,7 @@ import { LoraLibrary } from '../lora/index.js';
 import { buildApp } from '../server/app.js';
 import { serverConfig } from '../server/config.js';
 import { synthesize } from '../synth/index.js';
-import { num, parseFlags, str, type Flags } from './args.js';
+import { num, oneOf, parseFlags, str, type Flags } from './args.js';
 import { FolderEmbeddingProvider, LibraryLoraProvider } from './serve-providers.js';
 import { makeServeQueue, parseRole, startRenderWorkers, startWorkerHealth, type QueueSettings } from './serve-roles.js';
 
@@ -57,6 +57,8 @@ const HELP = `usage: loraserve serve [options]          (every option also reads
   --max-result-mb N      largest result kept in Redis (MAX_RESULT_MB; default 64)
   --stall-check S        a worker that died is noticed after about S seconds and its job rerun elsewhere
                          (BullMQ lock duration and stalled-job check; STALL_CHECK; default 30)
+  --affinity on|off      with --redis: send a job to an idle worker that has its LoRA set warm (AFFINITY;
+                         default on); off = every job to the shared queue
   --log-level LEVEL      debug, info, warn, error (LOG_LEVEL; default info); logs are JSON lines on stdout
   --no-docs              do not serve the OpenAPI document and UI at /docs
 `;
@@ -88,6 +90,7 @@ const OPTIONS = {
   'result-ttl': { type: 'string' },
   'max-result-mb': { type: 'string' },
   'stall-check': { type: 'string' },
+  affinity: { type: 'string' },
   'no-docs': { type: 'boolean' },
 } as const;
 
@@ -118,6 +121,7 @@ const ENV: Record<string, string> = {
   'result-ttl': 'RESULT_TTL',
   'max-result-mb': 'MAX_RESULT_MB',
   'stall-check': 'STALL_CHECK',
+  affinity: 'AFFINITY',
 };
 
 /** Flags over environment: an unset flag takes its variable (empty counts as unset). */
@@ -213,6 +217,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     resultTtlMs: num(flags, 'result-ttl', 900, { min: 1 }) * 1000,
     maxResultBytes: num(flags, 'max-result-mb', 64, { min: 1 }) * 1024 * 1024,
     stallCheckMs: num(flags, 'stall-check', 30, { min: 0.2, max: 3600 }) * 1000,
+    affinity: oneOf(flags, 'affinity', ['on', 'off'] as const, 'on') === 'on',
     logger: log.child({ component: 'jobs' }),
   };
   if (role === 'worker') return serveWorkers(settings, host, port, graceMs, log);

@@ -28,6 +28,8 @@ export const ERROR_CODES = {
   CANCELLED: 499,
   TIMEOUT: 504,
   QUEUE_FULL: 503,
+  /** The job queue's store (Redis) cannot be reached; retry later. */
+  QUEUE_UNAVAILABLE: 503,
   WORKER_CRASHED: 500,
   SHUTTING_DOWN: 503,
   IO_FAILED: 500,

@@ -8,8 +8,14 @@
  * With `workers` given (role `all`), the queue owns those local workers: `ready()` waits for them and `close()`
  * drains the queue (waiting jobs fail with SHUTTING_DOWN) and closes them. Without, it is a pure API process:
  * `ready()` waits until some worker advertises a model, and `close()` leaves other processes' jobs alone.
+ *
+ * LoRA-affinity routing (bullmq-affinity.ts): a job whose LoRA set an idle worker holds warm goes to that
+ * worker's own queue (bullmq-worker-queues.ts keeps those queues and sweeps a dead worker's), else to the
+ * shared queue.
  */
 import { Queue, QueueEvents, type Job } from 'bullmq';
+import { loraSetKey, warmCandidates } from './bullmq-affinity.js';
+import { WorkerQueueSet } from './bullmq-worker-queues.js';
 import { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { LoraserveError, isLoraserveError } from '../core/errors.js';
@@ -62,6 +68,12 @@ export interface BullmqQueueOptions {
   keepFinishedMs?: number;
   /** Local render workers this queue owns (role `all`). */
   workers?: BullmqRenderWorker[];
+  /** LoRA-affinity routing; default on. Off: every job goes to the shared queue. */
+  affinity?: boolean;
+  /** How often gone workers' queues are swept (and the registry read for them); default 5 s. */
+  sweepMs?: number;
+  /** Times a job may be moved off a dead worker's queue before it fails (as BullMQ's maxStalledCount); default 2. */
+  maxReroutes?: number;
   logger?: Logger;
 }
 
@@ -78,6 +90,9 @@ const SUBMIT_DEADLINE_MS = 5000;
 
 export class BullmqQueue implements JobQueue {
   private readonly opts: Required<Omit<BullmqQueueOptions, 'redisUrl' | 'queueName' | 'prefix' | 'workers' | 'logger'>>;
+  private readonly workerQueues: WorkerQueueSet;
+  private readonly sweeper: NodeJS.Timeout;
+  private readonly affinityTotals = { routed: 0, shared: 0, warmHits: 0, warmRuns: 0 };
   private readonly keys: WireKeys;
   private readonly logger: Logger;
   private readonly connection: ReturnType<typeof redisOptionsFromUrl>;
@@ -106,6 +121,9 @@ export class BullmqQueue implements JobQueue {
       previewEvery: options.previewEvery ?? 0,
       keepFinished: options.keepFinished ?? 200,
       keepFinishedMs: options.keepFinishedMs ?? 15 * MINUTE,
+      affinity: options.affinity ?? true,
+      sweepMs: options.sweepMs ?? 5000,
+      maxReroutes: options.maxReroutes ?? 2,
     };
     this.queueName = options.queueName ?? DEFAULT_QUEUE_NAME;
     this.prefix = options.prefix ?? DEFAULT_PREFIX;
@@ -120,17 +138,47 @@ export class BullmqQueue implements JobQueue {
     for (const c of [this.redis, this.sub]) c.on('error', (e: Error) => this.logger.warn({ err: e.message }, 'redis connection error'));
     this.queue.on('error', (e) => this.logger.warn({ err: e.message }, 'bullmq queue error'));
     this.events.on('error', (e) => this.logger.warn({ err: e.message }, 'bullmq queue events error'));
-    this.events.on('progress', ({ jobId, data }) => {
-      for (const e of eventsFromProgress(jobId, data)) this.emit(e);
+    this.listen(this.events, this.queue);
+    this.workerQueues = new WorkerQueueSet({
+      connection: this.connection,
+      prefix: this.prefix,
+      redis: this.redis,
+      keys: this.keys,
+      shared: this.queue,
+      keepFinishedMs: this.opts.keepFinishedMs,
+      keepFinished: this.opts.keepFinished,
+      maxReroutes: this.opts.maxReroutes,
+      onEvents: (events, queue) => this.listen(events, queue),
+      logger: this.logger,
     });
-    this.events.on('completed', ({ jobId, returnvalue }) => void this.onEnded(jobId, returnvalue));
-    this.events.on('failed', ({ jobId, failedReason }) => void this.onEnded(jobId, undefined, failedReason));
-    this.events.on('removed', ({ jobId }) => void this.onEnded(jobId));
     this.sub.on('message', () => {
+      void this.workerQueues.sync().catch(() => undefined);
       for (const wake of [...this.workerWaiters]) wake();
     });
-    this.started = Promise.all([this.events.waitUntilReady(), this.queue.waitUntilReady(), this.sub.subscribe(this.keys.workersChannel)]).then(() => undefined);
+    this.started = Promise.all([this.events.waitUntilReady(), this.queue.waitUntilReady(), this.sub.subscribe(this.keys.workersChannel)]).then(() => this.workerQueues.sync());
     this.started.catch(() => undefined);
+    // Worker leases expire by time, so noticing a gone worker (and rescuing the jobs in its queue) takes a timer.
+    this.sweeper = setInterval(() => void this.sweep(), this.opts.sweepMs);
+    this.sweeper.unref();
+  }
+
+  /** Job events from one queue (the shared one or a worker's) into our listeners. */
+  private listen(events: QueueEvents, queue: Queue<WireJobData, WireOutcome>): void {
+    events.on('progress', ({ jobId, data }) => {
+      for (const e of eventsFromProgress(jobId, data)) this.emit(e);
+    });
+    events.on('completed', ({ jobId, returnvalue }) => void this.onEnded(queue, jobId, returnvalue));
+    events.on('failed', ({ jobId, failedReason }) => void this.onEnded(queue, jobId, undefined, failedReason));
+    events.on('removed', ({ jobId }) => void this.onEnded(queue, jobId));
+  }
+
+  private async sweep(): Promise<void> {
+    if (this.closed || this.redis.status !== 'ready') return;
+    try {
+      await this.workerQueues.sweep(await this.liveWorkers());
+    } catch (e) {
+      this.logger.warn({ err: String(e) }, 'worker queue sweep failed');
+    }
   }
 
   async ready(): Promise<void> {
@@ -163,7 +211,8 @@ export class BullmqQueue implements JobQueue {
     if (options.clientSignal?.aborted) throw new LoraserveError('CANCELLED', 'the client went away before the job was queued');
     const id = randomUUID();
     const req = request.previewEvery === undefined && this.opts.previewEvery > 0 ? { ...request, previewEvery: this.opts.previewEvery } : request;
-    const data: WireJobData = { request: encodeRequest(req), timeoutMs: options.timeoutMs ?? this.opts.defaultTimeoutMs, labels: { ...options.labels }, createdAt: Date.now() };
+    const loraSet = loraSetKey(req);
+    const data: WireJobData = { request: encodeRequest(req), timeoutMs: options.timeoutMs ?? this.opts.defaultTimeoutMs, labels: { ...options.labels }, createdAt: Date.now(), loraSet };
     const position = await this.withRedis('submit', async () => {
       // Counted as waiting + running beyond what the live workers hold, so a job that a worker is just taking
       // counts the same whether it is still in BullMQ's wait list or already active (no race with pick-up).
@@ -176,8 +225,11 @@ export class BullmqQueue implements JobQueue {
         });
       }
       const keep = { age: Math.ceil(this.opts.keepFinishedMs / 1000), count: this.opts.keepFinished };
-      await this.queue.add('render', data, { jobId: id, attempts: 1, removeOnComplete: keep, removeOnFail: keep });
-      return Math.max(1, await this.waitingBeyondWorkers());
+      const target = await this.routeTarget(id, loraSet);
+      if (target) await this.redis.set(this.keys.route(id), target.name, 'PX', data.timeoutMs + this.opts.keepFinishedMs + 10 * MINUTE);
+      await (target ?? this.queue).add('render', data, { jobId: id, attempts: 1, removeOnComplete: keep, removeOnFail: keep });
+      if (loraSet) this.affinityTotals[target ? 'routed' : 'shared']++;
+      return target ? 1 : Math.max(1, await this.waitingBeyondWorkers());
     });
     this.totals.submitted++;
     const signal = options.clientSignal;
@@ -206,12 +258,14 @@ export class BullmqQueue implements JobQueue {
   async list(options: ListOptions = {}): Promise<JobSummary[]> {
     const limit = options.limit ?? 100;
     return this.withRedis('read', async () => {
-      const jobs = await this.queue.getJobs(['waiting', 'active', 'completed', 'failed'], 0, Math.max(limit * 4, 100));
+      const states = ['waiting', 'active', 'completed', 'failed'] as const;
+      const queues = [this.queue, ...this.workerQueues.queues()];
+      const jobs = (await Promise.all(queues.map((q) => q.getJobs([...states], 0, Math.max(limit * 4, 100))))).flat();
       jobs.sort((a, b) => b.timestamp - a.timestamp);
       const out: JobSummary[] = [];
       for (const job of jobs) {
         if (out.length >= limit) break;
-        const rec = await recordFromJob(job, await job.getState(), { redis: this.redis, keys: this.keys, queue: this.queue, withImages: false });
+        const rec = await recordFromJob(job, await job.getState(), { redis: this.redis, keys: this.keys, queue: this.queueOf(job) ?? this.queue, withImages: false });
         if (!options.states || options.states.includes(rec.state)) out.push(summarize(rec));
       }
       return out;
@@ -274,7 +328,8 @@ export class BullmqQueue implements JobQueue {
 
   async stats(): Promise<QueueStats> {
     return this.withRedis('read', async () => {
-      const [queued, running, workers] = await Promise.all([this.queue.getWaitingCount(), this.queue.getActiveCount(), this.liveWorkers()]);
+      const [counts, workers] = await Promise.all([this.jobCounts(), this.liveWorkers()]);
+      const { wait: queued, active: running } = counts;
       return {
         accepting: this.accepting,
         queued,
@@ -282,6 +337,7 @@ export class BullmqQueue implements JobQueue {
         maxQueued: this.opts.maxQueued,
         workers: workers.map(({ expiresAt: _e, ...w }) => w),
         totals: { ...this.totals },
+        affinity: { enabled: this.opts.affinity, ...this.affinityTotals },
       };
     });
   }
@@ -293,19 +349,26 @@ export class BullmqQueue implements JobQueue {
 
   private async shutdown(graceMs: number): Promise<void> {
     this.accepting = false;
+    clearInterval(this.sweeper);
     if (this.workers.length) {
       // This process owns the render side: nothing would run what waits, so it ends now.
-      const waiting = await this.queue.getJobs(['waiting'], 0, -1).catch(() => [] as Job<WireJobData, WireOutcome>[]);
-      for (const job of waiting) {
-        await this.endWaiting(job, 'failed', new LoraserveError('SHUTTING_DOWN', 'the server shut down before the job started', { jobId: job.id })).catch(() => false);
-      }
+      const endAllWaiting = async (queues: Queue<WireJobData, WireOutcome>[]) => {
+        for (const q of queues) {
+          const waiting = await q.getJobs(['waiting'], 0, -1).catch(() => [] as Job<WireJobData, WireOutcome>[]);
+          for (const job of waiting) {
+            await this.endWaiting(job, 'failed', new LoraserveError('SHUTTING_DOWN', 'the server shut down before the job started', { jobId: job.id })).catch(() => false);
+          }
+        }
+      };
+      await endAllWaiting([this.queue, ...this.workerQueues.queues()]);
       await Promise.all(this.workers.map((w) => w.close(graceMs)));
+      await endAllWaiting([this.queue]); // what a closing worker moved off its own queue
       // Let the final events of the jobs the workers just ended reach our subscribers.
       await new Promise((r) => setTimeout(r, 50));
     }
     this.closed = true;
     for (const wake of [...this.workerWaiters]) wake();
-    await Promise.allSettled([this.events.close(), this.queue.close()]);
+    await Promise.allSettled([this.events.close(), this.queue.close(), this.workerQueues.close()]);
     this.sub.disconnect();
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
@@ -334,10 +397,10 @@ export class BullmqQueue implements JobQueue {
     const redis = this.closed ? new Redis({ ...this.connection, maxRetriesPerRequest: 1 }) : this.redis;
     const queue = this.closed ? new Queue<WireJobData, WireOutcome>(this.queueName, { connection: { ...this.connection }, prefix: this.prefix }) : this.queue;
     try {
-      const job = (await queue.getJob(id)) as Job<WireJobData, WireOutcome> | undefined;
+      const job = ((await queue.getJob(id)) as Job<WireJobData, WireOutcome> | undefined) ?? (this.closed ? undefined : await this.workerQueues.findJob(id));
       if (job) {
         const state = await job.getState();
-        if (state !== 'unknown') return { job, record: await recordFromJob(job, state, { redis, keys: this.keys, queue, withImages: true }) };
+        if (state !== 'unknown') return { job, record: await recordFromJob(job, state, { redis, keys: this.keys, queue: this.queueOf(job) ?? queue, withImages: true }) };
       }
       const stone = await redis.get(this.keys.ended(id));
       return stone ? { record: tombstoneRecord(id, JSON.parse(stone)) } : undefined;
@@ -349,13 +412,17 @@ export class BullmqQueue implements JobQueue {
     }
   }
 
-  private async onEnded(jobId: string, outcome?: WireOutcome | string, failedReason?: string): Promise<void> {
+  private async onEnded(queue: Queue<WireJobData, WireOutcome>, jobId: string, outcome?: WireOutcome | string, failedReason?: string): Promise<void> {
     try {
       let event: JobEvent | undefined;
       if (outcome !== undefined || failedReason !== undefined) {
         const o = typeof outcome === 'string' ? (JSON.parse(outcome) as WireOutcome) : outcome;
-        const job = await this.queue.getJob(jobId);
+        const job = await queue.getJob(jobId);
         const createdAt = job?.data.createdAt ?? job?.timestamp ?? Date.now();
+        if (o?.outcome === 'done' && o.warmHit !== undefined) {
+          this.affinityTotals.warmRuns++;
+          if (o.warmHit) this.affinityTotals.warmHits++;
+        }
         event = o ? finalEventOf(jobId, o, createdAt) : { type: 'failed', id: jobId, at: Date.now(), error: infraError(jobId, failedReason ?? ''), timings: {} };
         if (o?.outcome === 'done') this.avgRunMs = 0.8 * this.avgRunMs + 0.2 * (o.finishedAt - o.startedAt);
       } else {
@@ -402,8 +469,36 @@ export class BullmqQueue implements JobQueue {
   }
 
   private async waitingBeyondWorkers(): Promise<number> {
-    const [counts, workers] = await Promise.all([this.queue.getJobCounts('wait', 'active'), this.liveWorkers()]);
-    return Math.max(0, (counts.wait ?? 0) + (counts.active ?? 0) - workers.length);
+    const [counts, workers] = await Promise.all([this.jobCounts(), this.liveWorkers()]);
+    return Math.max(0, counts.wait + counts.active - workers.length);
+  }
+
+  /** Waiting and running jobs over the shared queue and every worker's own. */
+  private async jobCounts(): Promise<{ wait: number; active: number }> {
+    const all = await Promise.all([this.queue, ...this.workerQueues.queues()].map((q) => q.getJobCounts('wait', 'active')));
+    return all.reduce<{ wait: number; active: number }>((t, c) => ({ wait: t.wait + (c.wait ?? 0), active: t.active + (c.active ?? 0) }), { wait: 0, active: 0 });
+  }
+
+  /** The Queue object of the queue a job lives in (shared or a worker's). */
+  private queueOf(job: Job<WireJobData, WireOutcome>): Queue<WireJobData, WireOutcome> | undefined {
+    return job.queueName === this.queue.name ? this.queue : this.workerQueues.get(job.queueName);
+  }
+
+  /**
+   * Affinity routing: an idle worker with the job's LoRA set warm, claimed for a moment so that a second submit
+   * does not pick it too (the worker drops the claim when it takes the job). None: the shared queue.
+   */
+  private async routeTarget(id: string, loraSet: string): Promise<Queue<WireJobData, WireOutcome> | undefined> {
+    if (!this.opts.affinity || !loraSet) return undefined;
+    for (const w of warmCandidates(await this.liveWorkers(), loraSet)) {
+      let queue = this.workerQueues.get(w.queue!);
+      if (!queue) {
+        await this.workerQueues.sync();
+        queue = this.workerQueues.get(w.queue!);
+      }
+      if (queue && (await this.redis.set(this.keys.claim(w.id), id, 'PX', 5000, 'NX'))) return queue;
+    }
+    return undefined;
   }
 
   private async retryAfterSeconds(waiting: number): Promise<number> {
@@ -413,8 +508,8 @@ export class BullmqQueue implements JobQueue {
   }
 
   /**
-   * Runs Redis work with a deadline. Redis being away is a 503 the client may retry: there is no dedicated
-   * code for it yet, so it is QUEUE_FULL with `details.reason = 'queue-unavailable'` and a Retry-After.
+   * Runs Redis work with a deadline. Redis being away is a 503 the client may retry: QUEUE_UNAVAILABLE with a
+   * Retry-After.
    */
   private async withRedis<T>(what: string, f: () => Promise<T>): Promise<T> {
     if (this.redis.status !== 'ready' && !this.closed) throw unavailable(what, this.redis.status);
@@ -434,5 +529,5 @@ export class BullmqQueue implements JobQueue {
 }
 
 function unavailable(what: string, why: string): LoraserveError {
-  return new LoraserveError('QUEUE_FULL', `the job queue (Redis) is unavailable; ${what} failed (${why})`, { reason: 'queue-unavailable', retryAfterSeconds: 5 });
+  return new LoraserveError('QUEUE_UNAVAILABLE', `the job queue (Redis) is unavailable; ${what} failed (${why})`, { reason: 'queue-unavailable', retryAfterSeconds: 5 });
 }

@@ -29,7 +29,23 @@ export function wireKeys(prefix: string, queueName: string) {
     cancelChannel: `${base}:cancel`,
     workers: `${base}:workers`,
     workersChannel: `${base}:workers`,
+    /** Set of the per-worker (affinity) queues' names, so a dead worker's queue is found and emptied. */
+    workerQueues: `${base}:worker-queues`,
+    /** Held by an API while it routes one job to an idle worker, so two submits do not pick the same one. */
+    claim: (workerId: string) => `${base}:claim:${workerId}`,
+    /** Which per-worker queue holds a job (absent: the shared queue). */
+    route: (id: string) => `${base}:route:${id}`,
+    /** One sweeper at a time per dead worker's queue. */
+    sweepLock: (queue: string) => `${base}:sweep:${queue}`,
   };
+}
+
+/**
+ * A worker's own queue for LoRA-affinity routing. BullMQ queue names may not contain ':'; a worker id is
+ * `<device>@<random>` and may hold other characters, so it is reduced to a safe set.
+ */
+export function workerQueueName(queueName: string, workerId: string): string {
+  return `${queueName}.w.${workerId.replace(/[^A-Za-z0-9@._-]/g, '_')}`;
 }
 export type WireKeys = ReturnType<typeof wireKeys>;
 
@@ -39,6 +55,10 @@ export interface WireJobData {
   timeoutMs: number;
   labels: Record<string, string>;
   createdAt: number;
+  /** The job's LoRA set (sorted names, '' for none): what affinity routing and warm-hit counting compare. */
+  loraSet?: string;
+  /** Times the job was moved off a dead worker's own queue; bounded like BullMQ's stalled reruns. */
+  reroutes?: number;
 }
 
 export type WireRequest = Omit<RenderRequest, 'initialNoise'> & { initialNoiseB64?: string };
@@ -86,6 +106,10 @@ export interface WireOutcome {
   infotexts?: string[];
   render?: RenderTimings;
   lastProgress?: JobProgress;
+  /** The job's LoRA set was warm on the worker that ran it (absent for jobs without LoRAs). */
+  warmHit?: boolean;
+  /** It came through the worker's own queue (affinity routing), not the shared one. */
+  routed?: boolean;
 }
 
 export interface WireImage {
@@ -107,6 +131,8 @@ export interface WireTombstone {
 export interface WireWorkerEntry extends WorkerStats {
   expiresAt: number;
   model?: ModelInfo;
+  /** The worker's own BullMQ queue (affinity routing sends jobs there). */
+  queue?: string;
 }
 
 export function outcomeTimings(o: WireOutcome, createdAt: number): JobTimings {

@@ -9,21 +9,27 @@
  * - A process that dies mid-job stops renewing BullMQ's lock; another worker's stalled-job check moves the job
  *   back to waiting (up to `maxStalledCount` times, then BullMQ fails it) — seeds are in the request, so the
  *   rerun gives the same pixels.
- * - The worker advertises itself (device, model, state, crashes) in a registry hash with an expiry it renews.
+ * - The worker advertises itself (device, model, state, crashes, warm LoRA sets, its own queue) in a registry
+ *   hash with an expiry it renews.
+ * - LoRA-affinity routing (bullmq-affinity.ts): besides the shared queue the worker consumes its own queue, where
+ *   an API sends a job whose LoRA set this worker holds warm. One render slot between the two: while a routed
+ *   job runs, the shared consumer is paused, and a shared job it had already fetched goes straight back.
  */
-import { WaitingError, Worker, type Job } from 'bullmq';
+import { Queue, WaitingError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { LoraserveError, toLoraserveError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { silentLogger } from '../core/logger.js';
 import type { RenderProgress } from '../engine/request.js';
+import { loraSetKey, moveWorkerQueueJobs, WarmSets } from './bullmq-affinity.js';
 import {
   DEFAULT_PREFIX,
   DEFAULT_QUEUE_NAME,
   decodeRequest,
   redisOptionsFromUrl,
   wireKeys,
+  workerQueueName,
   type WireImage,
   type WireJobData,
   type WireKeys,
@@ -56,6 +62,8 @@ export interface BullmqRenderWorkerOptions {
   stalledIntervalMs?: number;
   /** Registry heartbeat period; the entry expires after three missed beats (at least 10 s). Default 5 s. */
   heartbeatMs?: number;
+  /** LoRA sets advertised as warm (the last ones rendered); default 8. */
+  warmSets?: number;
   logger?: Logger;
 }
 
@@ -74,7 +82,12 @@ export class BullmqRenderWorker {
   private readonly logger: Logger;
   private readonly redis: Redis;
   private readonly sub: Redis;
+  /** Consumers of the shared queue and of this worker's own (affinity) queue. */
   private readonly worker: Worker<WireJobData, WireOutcome>;
+  private readonly own: Worker<WireJobData, WireOutcome>;
+  readonly ownQueueName: string;
+  private readonly queues: { shared: Queue<WireJobData, WireOutcome>; own: Queue<WireJobData, WireOutcome> };
+  private readonly warm: WarmSets;
   private readonly heartbeat: NodeJS.Timeout;
   private state: WorkerState = 'idle';
   private running: Running | undefined;
@@ -99,7 +112,9 @@ export class BullmqRenderWorker {
       if (this.running?.id === jobId) this.running.abort('cancel');
     });
     for (const c of [this.redis, this.sub]) c.on('error', (e: Error) => this.logger.warn({ worker: this.id, err: e.message }, 'redis connection error'));
-    this.worker = new Worker<WireJobData, WireOutcome>(queueName, (job, token) => this.process(job, token), {
+    this.ownQueueName = workerQueueName(queueName, this.id);
+    this.warm = new WarmSets(opts.warmSets ?? 8);
+    const workerOpts = {
       connection: { ...connection, maxRetriesPerRequest: null },
       prefix,
       name: this.id,
@@ -108,8 +123,15 @@ export class BullmqRenderWorker {
       maxStalledCount: opts.maxStalledCount ?? 2,
       lockDuration: opts.lockDurationMs ?? 30_000,
       stalledInterval: opts.stalledIntervalMs ?? 30_000,
-    });
-    this.worker.on('error', (e) => this.logger.warn({ worker: this.id, err: e.message }, 'bullmq worker error'));
+    };
+    this.worker = new Worker<WireJobData, WireOutcome>(queueName, (job, token) => this.take(job, token, false), workerOpts);
+    this.own = new Worker<WireJobData, WireOutcome>(this.ownQueueName, (job, token) => this.take(job, token, true), workerOpts);
+    this.queues = {
+      shared: new Queue<WireJobData, WireOutcome>(queueName, { connection: { ...connection }, prefix }),
+      own: new Queue<WireJobData, WireOutcome>(this.ownQueueName, { connection: { ...connection }, prefix }),
+    };
+    for (const w of [this.worker, this.own]) w.on('error', (e) => this.logger.warn({ worker: this.id, err: e.message }, 'bullmq worker error'));
+    for (const q of Object.values(this.queues)) q.on('error', (e) => this.logger.warn({ worker: this.id, err: e.message }, 'bullmq queue error'));
     this.heartbeat = setInterval(() => void this.advertise(), opts.heartbeatMs ?? 5000);
     this.heartbeat.unref();
   }
@@ -118,9 +140,10 @@ export class BullmqRenderWorker {
   static async start(opts: BullmqRenderWorkerOptions): Promise<BullmqRenderWorker> {
     const w = new BullmqRenderWorker(opts);
     await w.sub.subscribe(w.keys.cancelChannel);
-    await w.worker.waitUntilReady();
+    await Promise.all([w.worker.waitUntilReady(), w.own.waitUntilReady()]);
+    await w.redis.sadd(w.keys.workerQueues, w.ownQueueName);
     await w.advertise();
-    void w.worker.run().catch((e: unknown) => w.logger.error({ worker: w.id, err: String(e) }, 'bullmq worker stopped'));
+    for (const consumer of [w.worker, w.own]) void consumer.run().catch((e: unknown) => w.logger.error({ worker: w.id, err: String(e) }, 'bullmq worker stopped'));
     return w;
   }
 
@@ -134,7 +157,18 @@ export class BullmqRenderWorker {
     // Three missed beats, and never under 10 s: a busy machine may delay a timer by seconds, and a worker wrongly
     // seen as gone shrinks the queue's admitted capacity (submit would refuse with QUEUE_FULL).
     const beat = this.opts.heartbeatMs ?? 5000;
-    return { id: this.id, device: this.device, state: this.state, jobId: this.running?.id, model, crashes: this.crashes, loraCache: this.opts.host.loraCache, expiresAt: Date.now() + Math.max(3 * beat, 10_000) };
+    return {
+      id: this.id,
+      device: this.device,
+      state: this.state,
+      jobId: this.running?.id,
+      model,
+      crashes: this.crashes,
+      loraCache: this.opts.host.loraCache,
+      warmSets: this.warm.list(),
+      queue: this.ownQueueName,
+      expiresAt: Date.now() + Math.max(3 * beat, 10_000),
+    };
   }
 
   private async advertise(): Promise<void> {
@@ -146,7 +180,29 @@ export class BullmqRenderWorker {
     }
   }
 
-  private async process(job: Job<WireJobData, WireOutcome>, token?: string): Promise<WireOutcome> {
+  /**
+   * The one render slot both consumers share. A shared job fetched while a routed one renders goes back to the
+   * shared queue's tail at once (another worker takes it); a routed job waits for the slot — it was sent here
+   * because this worker looked idle, so the wait is the rare race of both arriving together.
+   */
+  private async take(job: Job<WireJobData, WireOutcome>, token: string | undefined, routed: boolean): Promise<WireOutcome> {
+    if (this.running && !routed) {
+      await job.moveToWait(token);
+      throw new WaitingError();
+    }
+    if (routed) {
+      void this.redis.del(this.keys.claim(this.id)).catch(() => undefined);
+      void this.worker.pause(true).catch(() => undefined);
+    }
+    try {
+      while (this.running) await this.runningDone;
+      return await this.process(job, token, routed);
+    } finally {
+      if (routed && !this.closing) void this.worker.resume().catch(() => undefined);
+    }
+  }
+
+  private async process(job: Job<WireJobData, WireOutcome>, token: string | undefined, routed: boolean): Promise<WireOutcome> {
     const id = job.id!;
     const data = job.data;
     const startedAt = Date.now();
@@ -168,7 +224,8 @@ export class BullmqRenderWorker {
       chain = chain.then(() => job.updateProgress(p)).catch((e: unknown) => this.logger.warn({ jobId: id, err: String(e) }, 'progress not sent'));
     };
     let lastProgress: JobProgress | undefined;
-    const base = { worker: this.id, startedAt };
+    const loraSet = data.loraSet ?? loraSetKey(data.request);
+    const base = { worker: this.id, startedAt, ...(routed ? { routed } : {}), ...(loraSet ? { warmHit: this.warm.has(loraSet) } : {}) };
     let timer: NodeJS.Timeout | undefined;
     try {
       await this.advertise();
@@ -189,6 +246,7 @@ export class BullmqRenderWorker {
       if (bytes > limit) throw new LoraserveError('PAYLOAD_TOO_LARGE', `the result (${bytes} bytes of PNG) is over the ${limit}-byte limit for results kept in Redis`, { jobId: id, bytes, limit });
       await this.redis.set(this.keys.result(id), JSON.stringify(images), 'PX', this.opts.resultTtlMs ?? 15 * MINUTE);
       await chain;
+      this.warm.touch(loraSet);
       return { outcome: 'done', ...base, finishedAt: Date.now(), seeds: result.seeds, infotexts: images.map((i) => i.infotext), render: result.timings, lastProgress };
     } catch (e) {
       let err = toLoraserveError(e, 'INFERENCE_FAILED');
@@ -234,7 +292,7 @@ export class BullmqRenderWorker {
 
   private async shutdown(graceMs: number): Promise<void> {
     clearInterval(this.heartbeat);
-    const closed = this.worker.close();
+    const closed = Promise.all([this.worker.close(), this.own.close()]);
     if (this.running) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([this.runningDone, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
@@ -244,9 +302,26 @@ export class BullmqRenderWorker {
     await closed;
     this.state = 'down';
     await this.redis.hdel(this.keys.workers, this.id).catch(() => undefined);
+    await this.releaseOwnQueue().catch((e: unknown) => this.logger.warn({ worker: this.id, err: String(e) }, 'could not hand back the worker queue; an API sweep will'));
+    await Promise.allSettled(Object.values(this.queues).map((q) => q.close()));
     await this.redis.publish(this.keys.workersChannel, this.id).catch(() => undefined);
     await this.opts.host.close().catch((e: unknown) => this.logger.warn({ worker: this.id, err: String(e) }, 'render host did not close cleanly'));
     this.sub.disconnect();
     await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+
+  /**
+   * Jobs routed here but not run go to the shared queue. The queue itself stays until its finished jobs'
+   * records have expired; then an API's sweep removes it (BullmqQueue.sweepWorkerQueues).
+   */
+  private async releaseOwnQueue(): Promise<void> {
+    await moveWorkerQueueJobs(this.queues.own, this.queues.shared, {
+      redis: this.redis,
+      keys: this.keys,
+      includeActive: false,
+      maxReroutes: this.opts.maxStalledCount ?? 2,
+      keepFinishedMs: this.opts.resultTtlMs ?? 15 * MINUTE,
+      keepFinished: 200,
+    });
   }
 }

@@ -127,6 +127,8 @@ export interface WorkerStats {
   /** Times this worker's render thread died (each failed its job and was restarted). */
   crashes: number;
   loraCache?: LoraCacheStats;
+  /** LoRA sets (sorted names joined by '+') whose prepared state this worker holds, most recent first. */
+  warmSets?: string[];
 }
 
 export interface QueueStats {
@@ -139,6 +141,11 @@ export interface QueueStats {
   workers: WorkerStats[];
   /** Jobs that reached each final state since start (counters). */
   totals: { submitted: number; done: number; failed: number; cancelled: number };
+  /**
+   * LoRA-affinity routing (BullMQ queue only): jobs sent to a worker that had their LoRA set warm vs to the
+   * shared queue, and of the finished jobs with LoRAs, how many ran where their set was already warm.
+   */
+  affinity?: { enabled: boolean; routed: number; shared: number; warmHits: number; warmRuns: number };
 }
 
 export interface ListOptions {

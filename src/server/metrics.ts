@@ -127,6 +127,18 @@ export class Metrics {
       'Render threads that died (their job failed with WORKER_CRASHED; the thread was restarted).',
       stats.workers.map((w) => `loraserve_worker_crashes_total{worker="${esc(w.id)}"} ${w.crashes}`),
     );
+    if (stats.affinity) {
+      const a = stats.affinity;
+      metric('loraserve_affinity_enabled', 'gauge', '1 when jobs are routed to a worker that has their LoRA set warm.', [`loraserve_affinity_enabled ${a.enabled ? 1 : 0}`]);
+      metric('loraserve_affinity_jobs_total', 'counter', "Jobs with LoRAs submitted here, by where they were sent: a warm worker's own queue or the shared queue.", [
+        `loraserve_affinity_jobs_total{queue="worker"} ${a.routed}`,
+        `loraserve_affinity_jobs_total{queue="shared"} ${a.shared}`,
+      ]);
+      metric('loraserve_lora_set_warm_runs_total', 'counter', 'Finished jobs with LoRAs, by whether their LoRA set was already warm on the worker that ran them.', [
+        `loraserve_lora_set_warm_runs_total{warm="true"} ${a.warmHits}`,
+        `loraserve_lora_set_warm_runs_total{warm="false"} ${a.warmRuns - a.warmHits}`,
+      ]);
+    }
     const jobLines: string[] = [];
     for (const [state, h] of [...this.jobSeconds].sort()) jobLines.push(...h.lines('loraserve_job_duration_seconds', `state="${state}"`));
     metric('loraserve_job_duration_seconds', 'histogram', 'Run time of jobs from start to end, by final state.', jobLines);

@@ -62,10 +62,13 @@ export function toHttpError(err: unknown): LoraserveError {
   return new LoraserveError('INTERNAL', 'internal server error', undefined, { cause: err });
 }
 
+/** 503s a client should retry: they carry Retry-After and are not logged as server errors. */
+const RETRYABLE = new Set<string>(['QUEUE_FULL', 'QUEUE_UNAVAILABLE', 'SHUTTING_DOWN', 'MODEL_NOT_LOADED']);
+
 export function sendError(reply: FastifyReply, err: LoraserveError): FastifyReply {
   const body: ErrorBody = { error: err.toJSON() };
-  if (err.code === 'QUEUE_FULL' || err.code === 'SHUTTING_DOWN' || err.code === 'MODEL_NOT_LOADED') {
-    const retry = Number(err.details?.retryAfterSeconds ?? (err.code === 'QUEUE_FULL' ? 5 : 10));
+  if (RETRYABLE.has(err.code)) {
+    const retry = Number(err.details?.retryAfterSeconds ?? (err.code === 'QUEUE_FULL' || err.code === 'QUEUE_UNAVAILABLE' ? 5 : 10));
     reply.header('retry-after', String(Math.max(1, Math.ceil(retry))));
   }
   if (err.code === 'UNAUTHORIZED') reply.header('www-authenticate', 'Bearer');
@@ -75,7 +78,7 @@ export function sendError(reply: FastifyReply, err: LoraserveError): FastifyRepl
 export const errorsPlugin: Plugin = global(async (app) => {
   app.setErrorHandler((err: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const e = toHttpError(err);
-    if (e.status >= 500 && e.code !== 'QUEUE_FULL' && e.code !== 'SHUTTING_DOWN' && e.code !== 'MODEL_NOT_LOADED') {
+    if (e.status >= 500 && !RETRYABLE.has(e.code)) {
       request.log.error({ err, code: e.code }, e.message);
     } else {
       request.log.info({ code: e.code, status: e.status }, e.message);

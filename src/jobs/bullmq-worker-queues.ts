@@ -1,0 +1,123 @@
+/**
+ * The API side's view of the render workers' own queues (LoRA-affinity routing, see bullmq-affinity.ts): a
+ * BullMQ `Queue` and `QueueEvents` per worker queue named in the registry set, so routed jobs can be added,
+ * read, cancelled and heard like shared ones; and the sweep that empties the queue of a worker that stopped
+ * heartbeating and removes the queue once its finished jobs' records have expired.
+ */
+import { Queue, QueueEvents, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../core/logger.js';
+import { moveWorkerQueueJobs } from './bullmq-affinity.js';
+import type { redisOptionsFromUrl, WireJobData, WireKeys, WireOutcome, WireWorkerEntry } from './bullmq-wire.js';
+
+type RQueue = Queue<WireJobData, WireOutcome>;
+
+export interface WorkerQueueSetOptions {
+  connection: ReturnType<typeof redisOptionsFromUrl>;
+  prefix: string;
+  redis: Redis;
+  keys: WireKeys;
+  shared: RQueue;
+  keepFinishedMs: number;
+  keepFinished: number;
+  maxReroutes: number;
+  /** Wires a new queue's events into the owner's listeners (progress, completed, failed, removed). */
+  onEvents: (events: QueueEvents, queue: RQueue) => void;
+  logger: Logger;
+}
+
+export class WorkerQueueSet {
+  private readonly entries = new Map<string, { queue: RQueue; events: QueueEvents }>();
+  private syncing: Promise<void> | undefined;
+
+  constructor(private readonly o: WorkerQueueSetOptions) {}
+
+  /** The queues known now (the registry set as of the last sync). */
+  queues(): RQueue[] {
+    return [...this.entries.values()].map((e) => e.queue);
+  }
+
+  get(name: string): RQueue | undefined {
+    return this.entries.get(name)?.queue;
+  }
+
+  /** Follows the registry set: opens queues that appeared, closes those removed. Calls coalesce. */
+  sync(): Promise<void> {
+    this.syncing ??= this.doSync().finally(() => (this.syncing = undefined));
+    return this.syncing;
+  }
+
+  private async doSync(): Promise<void> {
+    const names = new Set(await this.o.redis.smembers(this.o.keys.workerQueues));
+    for (const name of names) {
+      if (this.entries.has(name)) continue;
+      const queue: RQueue = new Queue(name, { connection: { ...this.o.connection }, prefix: this.o.prefix });
+      const events = new QueueEvents(name, { connection: { ...this.o.connection, maxRetriesPerRequest: null }, prefix: this.o.prefix });
+      queue.on('error', (e) => this.o.logger.warn({ queue: name, err: e.message }, 'bullmq queue error'));
+      events.on('error', (e) => this.o.logger.warn({ queue: name, err: e.message }, 'bullmq queue events error'));
+      this.o.onEvents(events, queue);
+      this.entries.set(name, { queue, events });
+      await events.waitUntilReady();
+    }
+    for (const [name, e] of this.entries) {
+      if (names.has(name)) continue;
+      this.entries.delete(name);
+      await Promise.allSettled([e.events.close(), e.queue.close()]);
+    }
+  }
+
+  /** Finds a job in the worker queues: by its route key first, else by looking in each. */
+  async findJob(id: string): Promise<Job<WireJobData, WireOutcome> | undefined> {
+    const routed = await this.o.redis.get(this.o.keys.route(id));
+    if (routed && !this.entries.has(routed)) await this.sync();
+    const order = routed ? [this.get(routed), ...this.queues()] : this.queues();
+    for (const q of order) {
+      if (!q) continue;
+      const job = (await q.getJob(id)) as Job<WireJobData, WireOutcome> | undefined;
+      if (job) return job;
+    }
+    return undefined;
+  }
+
+  /**
+   * A dead worker's queue: waiting jobs, and active ones whose lock expired, go to the shared queue; once it
+   * holds no jobs but finished ones older than their retention, it is removed. One sweeper per queue at a time.
+   */
+  async sweep(live: readonly WireWorkerEntry[]): Promise<void> {
+    await this.sync();
+    const alive = new Set(live.map((w) => w.queue));
+    for (const [name, { queue }] of this.entries) {
+      if (alive.has(name)) continue;
+      const lock = this.o.keys.sweepLock(name);
+      if (!(await this.o.redis.set(lock, '1', 'PX', 30_000, 'NX'))) continue;
+      try {
+        const left = await moveWorkerQueueJobs(queue, this.o.shared, {
+          redis: this.o.redis,
+          keys: this.o.keys,
+          includeActive: true,
+          maxReroutes: this.o.maxReroutes,
+          keepFinishedMs: this.o.keepFinishedMs,
+          keepFinished: this.o.keepFinished,
+        });
+        if (left > 0) continue;
+        for (const type of ['completed', 'failed'] as const) await queue.clean(this.o.keepFinishedMs, 1000, type);
+        const counts = await queue.getJobCounts('wait', 'active', 'completed', 'failed', 'delayed', 'prioritized');
+        if (Object.values(counts).every((n) => n === 0)) {
+          await queue.obliterate({ force: true });
+          await this.o.redis.srem(this.o.keys.workerQueues, name);
+          this.o.logger.info({ queue: name }, 'removed the queue of a worker that is gone');
+        }
+      } catch (e) {
+        this.o.logger.warn({ queue: name, err: String(e) }, 'could not sweep a gone worker queue');
+      } finally {
+        await this.o.redis.del(lock).catch(() => undefined);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.entries.values()];
+    this.entries.clear();
+    await Promise.allSettled(all.flatMap((e) => [e.events.close(), e.queue.close()]));
+  }
+}
