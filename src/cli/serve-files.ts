@@ -13,6 +13,10 @@ import { open, readdir, stat } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { type Logger, silentLogger } from '../core/logger.js';
+import { FileCache } from '../jobs/file-cache.js';
+import type { FileNoticePublisher } from '../jobs/file-notices.js';
+import { FolderFileSource, HttpFileSource } from '../jobs/file-source.js';
+import { FileSync } from '../jobs/file-sync.js';
 import type { FileEntry, FileNotice } from '../jobs/file-wire.js';
 import type { LoraLibrary } from '../lora/index.js';
 import type { FileProvider } from '../server/providers.js';
@@ -172,4 +176,39 @@ export class ApiFileIndex implements FileProvider {
     this.watcher = undefined;
     this.listeners.clear();
   }
+}
+
+/** API side, Redis roles: publishes every change of the index's manifest, and a `resync` now (an API that starts may have changed files while it was down). */
+export async function publishFileChanges(index: ApiFileIndex, publisher: FileNoticePublisher): Promise<void> {
+  await index.watch((notices) => void publisher.publish(notices));
+  await publisher.publish([{ resync: true }]);
+}
+
+export interface WorkerFilesSettings {
+  redisUrl: string;
+  /** BullMQ prefix and queue name, as the queue's (defaults: loraserve, renders). */
+  prefix?: string;
+  queueName?: string;
+  /** The API's base URL (manifest and bytes). */
+  apiUrl: string;
+  apiKey?: string;
+  /** The cache folder (blobs and the view folders the render threads read). */
+  cacheDir: string;
+  cacheBytes: number;
+  /** The API's folders mounted here, read before asking the API (bytes are verified either way). */
+  sharedLoraDir?: string;
+  sharedEmbeddingsDir?: string;
+  logger?: Logger;
+}
+
+/**
+ * Worker side, Redis roles without a shared disk: the cache, synced with the API. Give the render hosts
+ * `loraDir` and `embeddingsDir`, and call `sync.ensure(files)` before each render.
+ */
+export async function startWorkerFiles(s: WorkerFilesSettings): Promise<{ sync: FileSync; cache: FileCache; loraDir: string; embeddingsDir: string }> {
+  const cache = await FileCache.open({ root: s.cacheDir, maxBytes: s.cacheBytes, logger: s.logger });
+  const api = new HttpFileSource({ apiUrl: s.apiUrl, apiKey: s.apiKey });
+  const shared = s.sharedLoraDir || s.sharedEmbeddingsDir ? [new FolderFileSource({ lora: s.sharedLoraDir, embedding: s.sharedEmbeddingsDir })] : [];
+  const sync = await FileSync.start({ redisUrl: s.redisUrl, prefix: s.prefix, queueName: s.queueName, cache, manifest: api, sources: [...shared, api], logger: s.logger });
+  return { sync, cache, loraDir: cache.viewDir('lora'), embeddingsDir: cache.viewDir('embedding') };
 }
