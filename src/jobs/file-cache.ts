@@ -221,13 +221,13 @@ export class FileCache {
     await this.evict();
   }
 
-  /** Points a view name at a present blob (replacing what it pointed at), atomically. */
-  async link(kind: FileKind, file: string, sha256: string): Promise<void> {
+  /** Points a view name at a present blob (replacing what it pointed at), atomically; false when it already did. */
+  async link(kind: FileKind, file: string, sha256: string): Promise<boolean> {
     checkViewFileName(file);
     if (!this.blobs.has(checkSha256(sha256))) throw new LoraserveError('NOT_FOUND', `file ${sha256.slice(0, 12)} is not in the cache`, { sha256 });
     if (this.views[kind].get(file) === sha256) {
       this.touch(sha256);
-      return;
+      return false;
     }
     const dest = join(this.viewDir(kind), file);
     const tmp = join(this.viewDir(kind), `.${file}.${randomBytes(4).toString('hex')}.tmp`);
@@ -244,6 +244,7 @@ export class FileCache {
     }
     this.views[kind].set(file, sha256);
     this.touch(sha256);
+    return true;
   }
 
   /** Removes a view name; false when there was none. */

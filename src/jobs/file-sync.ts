@@ -36,6 +36,14 @@ export interface FileSyncOptions {
   logger?: Logger;
 }
 
+/** What `ensure` hands back. */
+export interface EnsuredFiles {
+  /** Unpins the job's files (idempotent). */
+  release(): void;
+  /** View files placed or re-pointed by this call. */
+  relinked: string[];
+}
+
 function key(kind: FileKind, name: string): string {
   return `${kind}\u0000${name}`;
 }
@@ -107,27 +115,29 @@ export class FileSync {
   }
 
   /**
-   * Makes a job's files present under their names and pinned; call before the render, and the returned
-   * release when it ends (however it ends). Throws UNKNOWN_LORA when no source has a file any more (deleted
-   * on the API after the job was submitted), IO_FAILED when it cannot be fetched.
+   * Makes a job's files present under their names and pinned; call before the render, and `release()` when it
+   * ends (however it ends). Throws UNKNOWN_LORA when no source has a file any more (deleted on the API after
+   * the job was submitted), IO_FAILED when it cannot be fetched. `relinked` lists the view files this call
+   * placed or re-pointed: a loader that already scanned its folder must rescan before the render reads them.
    */
-  async ensure(files: readonly FileRef[]): Promise<() => void> {
+  async ensure(files: readonly FileRef[]): Promise<EnsuredFiles> {
     const releases: Array<() => void> = [];
     const releaseAll = () => {
       for (const r of releases) r();
     };
+    const relinked: string[] = [];
     try {
       for (const f of files) {
         releases.push(this.cache.pin(f.sha256));
         await this.fetch(f);
         // The job's own version under its name, even if the API has re-pointed the name since it was submitted.
-        await this.cache.link(f.kind, refFile(f), f.sha256);
+        if (await this.cache.link(f.kind, refFile(f), f.sha256)) relinked.push(refFile(f));
       }
     } catch (e) {
       releaseAll();
       throw e;
     }
-    return releaseAll;
+    return { release: releaseAll, relinked };
   }
 
   private enqueue(task: () => Promise<void>): Promise<void> {

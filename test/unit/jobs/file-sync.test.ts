@@ -86,8 +86,11 @@ if (!redisServerAvailable() && !process.env.CI) {
 
     test("ensure fetches a job's LoRAs, verified, under their names; an unchanged LoraLibrary reads them", async () => {
       const files = await jobFiles({ prompt: 'a cat <lora:catears:0.7>', loras: [{ name: 'idol', weight: 0.5 }] }, library);
-      const release = await worker.sync.ensure(files);
+      const { release, relinked } = await worker.sync.ensure(files);
       assert.deepEqual(view(worker.loraDir), ['catears.safetensors', 'idol.safetensors']);
+      assert.deepEqual(relinked.sort(), ['catears.safetensors', 'idol.safetensors']);
+      const again = await worker.sync.ensure(files);
+      assert.deepEqual(again.relinked, [], 'already in place');
       assert.deepEqual(readFileSync(join(worker.loraDir, 'catears.safetensors')), readFileSync(join(loraDir, 'catears.safetensors')));
       assert.equal(worker.cache.stats().pinned, 3, 'the two LoRAs (for the job) and the embedding');
       const workerLibrary = await LoraLibrary.open(worker.loraDir);
@@ -97,6 +100,8 @@ if (!redisServerAvailable() && !process.env.CI) {
         workerLibrary.close();
       }
       release();
+      assert.equal(worker.cache.stats().pinned, 3, 'the second ensure still holds its pins');
+      again.release();
       assert.equal(worker.cache.stats().pinned, 1);
     });
 
@@ -107,7 +112,7 @@ if (!redisServerAvailable() && !process.env.CI) {
       await library.scan(); // what an upload's install does
       await until('the new LoRA in the manifest', () => worker.sync.manifest().some((e) => e.name === 'new-one'));
       await until('the replaced LoRA unlinked', () => !existsSync(join(worker.loraDir, 'catears.safetensors')));
-      await worker.sync.ensure(await jobFiles({ prompt: '<lora:catears:1>' }, library)).then((release) => release());
+      await worker.sync.ensure(await jobFiles({ prompt: '<lora:catears:1>' }, library)).then((e) => e.release());
       assert.deepEqual(readFileSync(join(worker.loraDir, 'catears.safetensors')), readFileSync(join(loraDir, 'costume.safetensors')));
     });
 
@@ -123,7 +128,7 @@ if (!redisServerAvailable() && !process.env.CI) {
       await assert.rejects(worker.sync.ensure([lights]), (e) => isLoraserveError(e) && e.code === 'UNKNOWN_LORA');
       assert.equal(worker.cache.has(lights.sha256), false);
       // idol's blob is still cached: a job submitted before the delete still renders with it.
-      await (await worker.sync.ensure([idol]))();
+      (await worker.sync.ensure([idol])).release();
     });
 
     test('a changed embedding is fetched again at once', async () => {
@@ -139,12 +144,12 @@ if (!redisServerAvailable() && !process.env.CI) {
       writeFileSync(join(shared, 'stage.safetensors'), 'tampered');
       const other = await startWorkerFiles({ redisUrl: redis.url, apiUrl, apiKey: 'k3y', cacheDir: join(root, 'cache2'), cacheBytes: 8 << 20, sharedLoraDir: shared });
       closers.push(() => other.sync.close());
-      await (await other.sync.ensure(await jobFiles({ prompt: '<lora:stage:1>' }, library)))();
+      (await other.sync.ensure(await jobFiles({ prompt: '<lora:stage:1>' }, library))).release();
       assert.deepEqual(readFileSync(join(other.loraDir, 'stage.safetensors')), readFileSync(join(loraDir, 'stage.safetensors')));
     });
 
     test('notices missed while Redis was down are caught up by a full sync when it returns', async () => {
-      await (await worker.sync.ensure(await jobFiles({ prompt: '<lora:new-one:1>' }, library)))();
+      (await worker.sync.ensure(await jobFiles({ prompt: '<lora:new-one:1>' }, library))).release();
       assert.ok(existsSync(join(worker.loraDir, 'new-one.safetensors')));
       const before = worker.sync.syncCount;
       await redis.kill();
