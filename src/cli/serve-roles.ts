@@ -46,6 +46,8 @@ export interface QueueSettings {
   maxResultBytes: number;
   /** BullMQ lock duration and stalled-job check period: how soon a dead worker's job is rerun elsewhere. */
   stallCheckMs: number;
+  /** Shared folder for result PNGs instead of Redis (Redis roles). */
+  resultsDir?: string;
   /** LoRA-affinity routing (API side of the BullMQ queue). */
   affinity: boolean;
   logger: Logger;
@@ -69,6 +71,7 @@ export async function startRenderWorkers(s: QueueSettings): Promise<BullmqRender
         device: deviceLabel(device),
         resultTtlMs: s.resultTtlMs,
         maxResultBytes: s.maxResultBytes,
+        resultsDir: s.resultsDir,
         lockDurationMs: s.stallCheckMs,
         stalledIntervalMs: s.stallCheckMs,
         logger,
@@ -98,6 +101,7 @@ export async function makeServeQueue(s: QueueSettings): Promise<JobQueue> {
     defaultTimeoutMs: s.defaultTimeoutMs,
     keepFinishedMs: s.resultTtlMs,
     affinity: s.affinity,
+    resultsDir: s.resultsDir,
     workers,
     logger: s.logger,
   });

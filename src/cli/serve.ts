@@ -3,7 +3,7 @@
  *
  * Every flag has an environment variable (flag wins): HOST, PORT, MODEL, MODELS_DIR, LORA_DIR, EMBEDDINGS_DIR,
  * DEVICE, DEVICE_ID, THREADS, API_KEY, CORS_ORIGIN, MAX_QUEUE, JOB_TIMEOUT, MAX_STEPS, MAX_PIXELS, MAX_BATCH,
- * MAX_UPLOAD_MB, MAX_PROMPT_CHARS, PREVIEW_EVERY, SHUTDOWN_GRACE, LOG_LEVEL, REDIS_URL, ROLE, RESULT_TTL, MAX_RESULT_MB, STALL_CHECK, AFFINITY.
+ * MAX_UPLOAD_MB, MAX_PROMPT_CHARS, PREVIEW_EVERY, SHUTDOWN_GRACE, LOG_LEVEL, REDIS_URL, ROLE, RESULT_TTL, MAX_RESULT_MB, STALL_CHECK, AFFINITY, RESULTS_DIR.
  *
  * Roles (serve-roles.ts): `all` (default) renders and serves HTTP — in-process without Redis, on BullMQ with it;
  * with `--redis`, `api` serves HTTP and renders nothing, `worker` renders and serves only GET /health.
@@ -57,6 +57,8 @@ const HELP = `usage: loraserve serve [options]          (every option also reads
   --max-result-mb N      largest result kept in Redis (MAX_RESULT_MB; default 64)
   --stall-check S        a worker that died is noticed after about S seconds and its job rerun elsewhere
                          (BullMQ lock duration and stalled-job check; STALL_CHECK; default 30)
+  --results-dir DIR      with --redis: workers write result PNGs here (<job id>/<n>.png) instead of into Redis,
+                         API processes read them from here — a folder all of them see (RESULTS_DIR)
   --affinity on|off      with --redis: send a job to an idle worker that has its LoRA set warm (AFFINITY;
                          default on); off = every job to the shared queue
   --log-level LEVEL      debug, info, warn, error (LOG_LEVEL; default info); logs are JSON lines on stdout
@@ -91,6 +93,7 @@ const OPTIONS = {
   'max-result-mb': { type: 'string' },
   'stall-check': { type: 'string' },
   affinity: { type: 'string' },
+  'results-dir': { type: 'string' },
   'no-docs': { type: 'boolean' },
 } as const;
 
@@ -122,6 +125,7 @@ const ENV: Record<string, string> = {
   'max-result-mb': 'MAX_RESULT_MB',
   'stall-check': 'STALL_CHECK',
   affinity: 'AFFINITY',
+  'results-dir': 'RESULTS_DIR',
 };
 
 /** Flags over environment: an unset flag takes its variable (empty counts as unset). */
@@ -218,6 +222,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     maxResultBytes: num(flags, 'max-result-mb', 64, { min: 1 }) * 1024 * 1024,
     stallCheckMs: num(flags, 'stall-check', 30, { min: 0.2, max: 3600 }) * 1000,
     affinity: oneOf(flags, 'affinity', ['on', 'off'] as const, 'on') === 'on',
+    resultsDir: resultsDir(str(flags, 'results-dir') || undefined, redisUrl),
     logger: log.child({ component: 'jobs' }),
   };
   if (role === 'worker') return serveWorkers(settings, host, port, graceMs, log);
@@ -324,4 +329,11 @@ async function serveWorkers(settings: QueueSettings, host: string, port: number,
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
+}
+
+function resultsDir(dir: string | undefined, redisUrl: string | undefined): string | undefined {
+  if (!dir) return undefined;
+  if (!redisUrl) throw new LoraserveError('INVALID_ARGUMENT', '--results-dir is for the Redis roles (workers write there, API processes read); without --redis results stay in memory');
+  mkdirSync(dir, { recursive: true });
+  return resolve(dir);
 }

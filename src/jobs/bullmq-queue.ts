@@ -68,6 +68,8 @@ export interface BullmqQueueOptions {
   keepFinishedMs?: number;
   /** Local render workers this queue owns (role `all`). */
   workers?: BullmqRenderWorker[];
+  /** Folder the workers write result PNGs to instead of Redis (shared with them); records read them from it. */
+  resultsDir?: string;
   /** LoRA-affinity routing; default on. Off: every job goes to the shared queue. */
   affinity?: boolean;
   /** How often gone workers' queues are swept (and the registry read for them); default 5 s. */
@@ -89,8 +91,9 @@ const MINUTE = 60_000;
 const SUBMIT_DEADLINE_MS = 5000;
 
 export class BullmqQueue implements JobQueue {
-  private readonly opts: Required<Omit<BullmqQueueOptions, 'redisUrl' | 'queueName' | 'prefix' | 'workers' | 'logger'>>;
+  private readonly opts: Required<Omit<BullmqQueueOptions, 'redisUrl' | 'queueName' | 'prefix' | 'workers' | 'logger' | 'resultsDir'>>;
   private readonly workerQueues: WorkerQueueSet;
+  private readonly resultsDir: string | undefined;
   private readonly sweeper: NodeJS.Timeout;
   private readonly affinityTotals = { routed: 0, shared: 0, warmHits: 0, warmRuns: 0 };
   private readonly keys: WireKeys;
@@ -129,6 +132,7 @@ export class BullmqQueue implements JobQueue {
     this.prefix = options.prefix ?? DEFAULT_PREFIX;
     this.keys = wireKeys(this.prefix, this.queueName);
     this.workers = options.workers ?? [];
+    this.resultsDir = options.resultsDir;
     this.connection = redisOptionsFromUrl(options.redisUrl);
     // Commands fail fast while Redis is away (no offline queue), so a submit answers 503 instead of hanging.
     this.redis = new Redis({ ...this.connection, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
@@ -265,7 +269,7 @@ export class BullmqQueue implements JobQueue {
       const out: JobSummary[] = [];
       for (const job of jobs) {
         if (out.length >= limit) break;
-        const rec = await recordFromJob(job, await job.getState(), { redis: this.redis, keys: this.keys, queue: this.queueOf(job) ?? this.queue, withImages: false });
+        const rec = await recordFromJob(job, await job.getState(), { redis: this.redis, keys: this.keys, queue: this.queueOf(job) ?? this.queue, withImages: false, resultsDir: this.resultsDir });
         if (!options.states || options.states.includes(rec.state)) out.push(summarize(rec));
       }
       return out;
@@ -400,7 +404,7 @@ export class BullmqQueue implements JobQueue {
       const job = ((await queue.getJob(id)) as Job<WireJobData, WireOutcome> | undefined) ?? (this.closed ? undefined : await this.workerQueues.findJob(id));
       if (job) {
         const state = await job.getState();
-        if (state !== 'unknown') return { job, record: await recordFromJob(job, state, { redis, keys: this.keys, queue: this.queueOf(job) ?? queue, withImages: true }) };
+        if (state !== 'unknown') return { job, record: await recordFromJob(job, state, { redis, keys: this.keys, queue: this.queueOf(job) ?? queue, withImages: true, resultsDir: this.resultsDir }) };
       }
       const stone = await redis.get(this.keys.ended(id));
       return stone ? { record: tombstoneRecord(id, JSON.parse(stone)) } : undefined;

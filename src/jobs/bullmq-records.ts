@@ -4,6 +4,9 @@
  */
 import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { readFile } from 'node:fs/promises';
+import { relative, resolve } from 'node:path';
+import { LoraserveError } from '../core/errors.js';
 import type { ErrorJson } from './protocol.js';
 import { outcomeTimings, shownRequest, type WireImage, type WireJobData, type WireKeys, type WireOutcome, type WireProgress, type WireTombstone } from './bullmq-wire.js';
 import type { JobEvent, JobImage, JobRecord } from './queue.js';
@@ -19,6 +22,8 @@ interface ReadContext {
   keys: WireKeys;
   queue: Queue<WireJobData, WireOutcome>;
   withImages: boolean;
+  /** Folder the workers write result PNGs to (shared with this process), when configured. */
+  resultsDir?: string;
 }
 
 const WAITING_STATES = new Set(['waiting', 'prioritized', 'delayed', 'waiting-children']);
@@ -87,7 +92,29 @@ async function waitPosition(ctx: ReadContext, id: string): Promise<number> {
 async function readImages(ctx: ReadContext, id: string): Promise<JobImage[] | undefined> {
   const json = await ctx.redis.get(ctx.keys.result(id));
   if (!json) return undefined; // past its TTL
-  return (JSON.parse(json) as WireImage[]).map((i) => ({ png: Buffer.from(i.pngB64, 'base64'), width: i.width, height: i.height, seed: i.seed, infotext: i.infotext }));
+  const images = JSON.parse(json) as WireImage[];
+  return Promise.all(
+    images.map(async (i) => {
+      let png: Uint8Array;
+      if (i.file !== undefined) {
+        if (!ctx.resultsDir) throw new LoraserveError('IO_FAILED', `job ${id}'s images are in a results folder, and this process has none configured (--results-dir)`, { jobId: id });
+        png = await readFile(resolveInside(ctx.resultsDir, i.file)).catch((e: unknown) => {
+          throw new LoraserveError('IO_FAILED', `job ${id}'s image ${i.file} cannot be read from the results folder: ${(e as Error).message}`, { jobId: id, file: i.file });
+        });
+      } else {
+        png = Buffer.from(i.pngB64 ?? '', 'base64');
+      }
+      return { png, width: i.width, height: i.height, seed: i.seed, infotext: i.infotext };
+    }),
+  );
+}
+
+/** `dir/file` when file stays inside dir (a result path comes from Redis: never follow one out of the folder). */
+export function resolveInside(dir: string, file: string): string {
+  const full = resolve(dir, file);
+  const rel = relative(resolve(dir), full);
+  if (rel === '' || rel.startsWith('..') || resolve(rel) === rel) throw new LoraserveError('IO_FAILED', `result path '${file}' is outside the results folder`, { file });
+  return full;
 }
 
 export function tombstoneRecord(id: string, stone: WireTombstone & { data: WireJobData }): JobRecord {

@@ -112,8 +112,10 @@ export interface WireOutcome {
   routed?: boolean;
 }
 
+/** One result image: its bytes in Redis, or (with a results folder) its path relative to that folder. */
 export interface WireImage {
-  pngB64: string;
+  pngB64?: string;
+  file?: string;
   width: number;
   height: number;
   seed: number;

@@ -21,7 +21,10 @@ import { randomUUID } from 'node:crypto';
 import { LoraserveError, toLoraserveError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { silentLogger } from '../core/logger.js';
-import type { RenderProgress } from '../engine/request.js';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFilesAtomic } from '../core/fs-atomic.js';
+import type { RenderProgress, RenderResult } from '../engine/request.js';
 import { loraSetKey, moveWorkerQueueJobs, WarmSets } from './bullmq-affinity.js';
 import {
   DEFAULT_PREFIX,
@@ -52,6 +55,11 @@ export interface BullmqRenderWorkerOptions {
   prefix?: string;
   /** How long result PNGs stay readable in Redis; default 15 minutes. */
   resultTtlMs?: number;
+  /**
+   * Write result PNGs here (`<jobId>/<n>.png`, atomically) instead of into Redis; Redis then holds only their
+   * paths. A folder the API processes see too (shared disk); the size limit below does not apply to it.
+   */
+  resultsDir?: string;
   /** Largest result (sum of PNG bytes) kept in Redis; a larger one fails with PAYLOAD_TOO_LARGE. Default 64 MiB. */
   maxResultBytes?: number;
   /** Times a job may be found stalled (its worker died) and rerun before BullMQ fails it; default 2. */
@@ -240,10 +248,10 @@ export class BullmqRenderWorker {
       };
       if (controller.signal.aborted) throw new LoraserveError('CANCELLED', 'render cancelled before it started');
       const result = await this.opts.host.render(decodeRequest(data.request), { signal: controller.signal, onProgress });
-      const images: WireImage[] = result.images.map((i) => ({ pngB64: Buffer.from(i.png).toString('base64'), width: i.width, height: i.height, seed: i.seed, infotext: i.infotext }));
+      const images = await this.storeImages(id, result.images);
       const bytes = result.images.reduce((n, i) => n + i.png.byteLength, 0);
       const limit = this.opts.maxResultBytes ?? 64 * 1024 * 1024;
-      if (bytes > limit) throw new LoraserveError('PAYLOAD_TOO_LARGE', `the result (${bytes} bytes of PNG) is over the ${limit}-byte limit for results kept in Redis`, { jobId: id, bytes, limit });
+      if (!this.opts.resultsDir && bytes > limit) throw new LoraserveError('PAYLOAD_TOO_LARGE', `the result (${bytes} bytes of PNG) is over the ${limit}-byte limit for results kept in Redis`, { jobId: id, bytes, limit });
       await this.redis.set(this.keys.result(id), JSON.stringify(images), 'PX', this.opts.resultTtlMs ?? 15 * MINUTE);
       await chain;
       this.warm.touch(loraSet);
@@ -276,6 +284,19 @@ export class BullmqRenderWorker {
       await this.advertise();
       finished();
     }
+  }
+
+  private async storeImages(id: string, images: RenderResult['images']): Promise<WireImage[]> {
+    const dir = this.opts.resultsDir;
+    if (!dir) return images.map((i) => ({ pngB64: Buffer.from(i.png).toString('base64'), width: i.width, height: i.height, seed: i.seed, infotext: i.infotext }));
+    const files = images.map((img, k) => ({ file: `${id}/${k}.png`, img }));
+    try {
+      mkdirSync(join(dir, id), { recursive: true });
+      writeFilesAtomic(files.map((f) => ({ path: join(dir, f.file), data: f.img.png })));
+    } catch (e) {
+      throw new LoraserveError('IO_FAILED', `could not write job ${id}'s images to the results folder: ${(e as Error).message}`, { jobId: id, dir });
+    }
+    return files.map(({ file, img }) => ({ file, width: img.width, height: img.height, seed: img.seed, infotext: img.infotext }));
   }
 
   /**
