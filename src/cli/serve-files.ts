@@ -198,6 +198,8 @@ export interface WorkerFilesSettings {
   /** The API's folders mounted here, read before asking the API (bytes are verified either way). */
   sharedLoraDir?: string;
   sharedEmbeddingsDir?: string;
+  /** How long start-up waits for the API's manifest before failing; default 2 minutes. */
+  waitForApiMs?: number;
   logger?: Logger;
 }
 
@@ -209,6 +211,18 @@ export async function startWorkerFiles(s: WorkerFilesSettings): Promise<{ sync: 
   const cache = await FileCache.open({ root: s.cacheDir, maxBytes: s.cacheBytes, logger: s.logger });
   const api = new HttpFileSource({ apiUrl: s.apiUrl, apiKey: s.apiKey });
   const shared = s.sharedLoraDir || s.sharedEmbeddingsDir ? [new FolderFileSource({ lora: s.sharedLoraDir, embedding: s.sharedEmbeddingsDir })] : [];
-  const sync = await FileSync.start({ redisUrl: s.redisUrl, prefix: s.prefix, queueName: s.queueName, cache, manifest: api, sources: [...shared, api], logger: s.logger });
+  // Workers and the API start in any order (a compose file starts them together): wait for the API a while.
+  const deadline = Date.now() + (s.waitForApiMs ?? 120_000);
+  let sync: FileSync;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      sync = await FileSync.start({ redisUrl: s.redisUrl, prefix: s.prefix, queueName: s.queueName, cache, manifest: api, sources: [...shared, api], logger: s.logger });
+      break;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      (s.logger ?? silentLogger).warn({ apiUrl: s.apiUrl, attempt, err: String(e) }, 'file sync: the API is not reachable yet; retrying');
+      await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** attempt)));
+    }
+  }
   return { sync, cache, loraDir: cache.viewDir('lora'), embeddingsDir: cache.viewDir('embedding') };
 }

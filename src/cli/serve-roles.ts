@@ -20,6 +20,9 @@ import { BullmqRenderWorker } from '../jobs/bullmq-worker.js';
 import { LocalQueue } from '../jobs/local-queue.js';
 import type { JobQueue } from '../jobs/queue.js';
 import { RenderHost } from '../jobs/render-host.js';
+import type { RenderRequest } from '../engine/request.js';
+import type { FileRef } from '../jobs/file-wire.js';
+import type { FileSync } from '../jobs/file-sync.js';
 import { type MetricsWorker, processFigures, renderWorkerMetrics } from './worker-metrics.js';
 
 export type ServeRole = 'api' | 'worker' | 'all';
@@ -48,6 +51,10 @@ export interface QueueSettings {
   stallCheckMs: number;
   /** Shared folder for result PNGs instead of Redis (Redis roles). */
   resultsDir?: string;
+  /** API side: the LoRA files a request needs, carried in the job (src/engine/job-files.ts). */
+  filesFor?: (request: RenderRequest) => Promise<FileRef[]>;
+  /** Worker side: the file cache synced with the API (worker role with --api-url). */
+  files?: FileSync;
   /** LoRA-affinity routing (API side of the BullMQ queue). */
   affinity: boolean;
   logger: Logger;
@@ -72,6 +79,7 @@ export async function startRenderWorkers(s: QueueSettings): Promise<BullmqRender
         resultTtlMs: s.resultTtlMs,
         maxResultBytes: s.maxResultBytes,
         resultsDir: s.resultsDir,
+        files: s.files,
         lockDurationMs: s.stallCheckMs,
         stalledIntervalMs: s.stallCheckMs,
         logger,
@@ -102,6 +110,7 @@ export async function makeServeQueue(s: QueueSettings): Promise<JobQueue> {
     keepFinishedMs: s.resultTtlMs,
     affinity: s.affinity,
     resultsDir: s.resultsDir,
+    filesFor: s.filesFor,
     workers,
     logger: s.logger,
   });

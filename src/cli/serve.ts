@@ -3,7 +3,8 @@
  *
  * Every flag has an environment variable (flag wins): HOST, PORT, MODEL, MODELS_DIR, LORA_DIR, EMBEDDINGS_DIR,
  * DEVICE, DEVICE_ID, THREADS, API_KEY, CORS_ORIGIN, MAX_QUEUE, JOB_TIMEOUT, MAX_STEPS, MAX_PIXELS, MAX_BATCH,
- * MAX_UPLOAD_MB, MAX_PROMPT_CHARS, PREVIEW_EVERY, SHUTDOWN_GRACE, LOG_LEVEL, REDIS_URL, ROLE, RESULT_TTL, MAX_RESULT_MB, STALL_CHECK, AFFINITY, RESULTS_DIR.
+ * MAX_UPLOAD_MB, MAX_PROMPT_CHARS, PREVIEW_EVERY, SHUTDOWN_GRACE, LOG_LEVEL, REDIS_URL, ROLE, RESULT_TTL, MAX_RESULT_MB, STALL_CHECK, AFFINITY, RESULTS_DIR, API_URL,
+ * CACHE_DIR, CACHE_MB.
  *
  * Roles (serve-roles.ts): `all` (default) renders and serves HTTP — in-process without Redis, on BullMQ with it;
  * with `--redis`, `api` serves HTTP and renders nothing, `worker` renders and serves only GET /health.
@@ -26,6 +27,9 @@ import { buildApp } from '../server/app.js';
 import { serverConfig } from '../server/config.js';
 import { synthesize } from '../synth/index.js';
 import { num, oneOf, parseFlags, str, type Flags } from './args.js';
+import { jobFiles } from '../engine/job-files.js';
+import { FileNoticePublisher } from '../jobs/file-notices.js';
+import { ApiFileIndex, publishFileChanges, startWorkerFiles } from './serve-files.js';
 import { FolderEmbeddingProvider, LibraryLoraProvider } from './serve-providers.js';
 import { makeServeQueue, parseRole, startRenderWorkers, startWorkerHealth, type QueueSettings } from './serve-roles.js';
 
@@ -59,6 +63,11 @@ const HELP = `usage: loraserve serve [options]          (every option also reads
                          (BullMQ lock duration and stalled-job check; STALL_CHECK; default 30)
   --results-dir DIR      with --redis: workers write result PNGs here (<job id>/<n>.png) instead of into Redis,
                          API processes read them from here — a folder all of them see (RESULTS_DIR)
+  --api-url URL          worker role without a shared LoRA folder: fetch the LoRAs and embeddings jobs need from
+                         this API by sha256 into a verified local cache, and follow its uploads and deletions
+                         (API_URL; --api-key is sent; default: read --lora-dir and --embeddings-dir directly)
+  --cache-dir DIR        with --api-url: the file cache (CACHE_DIR; default <models-dir>/file-cache)
+  --cache-mb N           with --api-url: its size bound, least recently used files go first (CACHE_MB; default 4096)
   --affinity on|off      with --redis: send a job to an idle worker that has its LoRA set warm (AFFINITY;
                          default on); off = every job to the shared queue
   --log-level LEVEL      debug, info, warn, error (LOG_LEVEL; default info); logs are JSON lines on stdout
@@ -94,6 +103,9 @@ const OPTIONS = {
   'stall-check': { type: 'string' },
   affinity: { type: 'string' },
   'results-dir': { type: 'string' },
+  'api-url': { type: 'string' },
+  'cache-dir': { type: 'string' },
+  'cache-mb': { type: 'string' },
   'no-docs': { type: 'boolean' },
 } as const;
 
@@ -126,6 +138,9 @@ const ENV: Record<string, string> = {
   'stall-check': 'STALL_CHECK',
   affinity: 'AFFINITY',
   'results-dir': 'RESULTS_DIR',
+  'api-url': 'API_URL',
+  'cache-dir': 'CACHE_DIR',
+  'cache-mb': 'CACHE_MB',
 };
 
 /** Flags over environment: an unset flag takes its variable (empty counts as unset). */
@@ -225,7 +240,20 @@ export async function serveCommand(argv: string[]): Promise<number> {
     resultsDir: resultsDir(str(flags, 'results-dir') || undefined, redisUrl),
     logger: log.child({ component: 'jobs' }),
   };
-  if (role === 'worker') return serveWorkers(settings, host, port, graceMs, log);
+  const apiUrl = str(flags, 'api-url') || undefined;
+  if (apiUrl && role !== 'worker') throw new LoraserveError('INVALID_ARGUMENT', '--api-url is for --role worker (a worker fetching files from an API process)');
+  if (apiUrl && !/^https?:\/\//.test(apiUrl)) throw new LoraserveError('INVALID_ARGUMENT', `--api-url must be an http:// or https:// URL (got '${apiUrl}')`);
+  if (role === 'worker') {
+    const files = apiUrl
+      ? {
+          apiUrl,
+          apiKey: str(flags, 'api-key') || undefined,
+          cacheDir: resolve(str(flags, 'cache-dir', join(modelsDir, 'file-cache'))!),
+          cacheBytes: num(flags, 'cache-mb', 4096, { min: 1 }) * 1024 * 1024,
+        }
+      : undefined;
+    return serveWorkers(settings, host, port, graceMs, log, files);
+  }
 
   const config = serverConfig({
     apiKey: str(flags, 'api-key') || undefined,
@@ -246,6 +274,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
 
   const library = await LoraLibrary.open(loraDir, { logger: log.child({ component: 'loras' }) });
   library.watch();
+  // With Redis, render workers may have no shared disk: jobs name their LoRA files by sha256, the API serves
+  // them, and every change of the folders is announced (src/cli/serve-files.ts).
+  const fileIndex = redisUrl ? new ApiFileIndex(library, embeddingsDir, { logger: log.child({ component: 'files' }) }) : undefined;
+  const notices = redisUrl ? new FileNoticePublisher({ redisUrl, logger: log.child({ component: 'files' }) }) : undefined;
+  if (fileIndex && notices) await publishFileChanges(fileIndex, notices);
+  if (redisUrl) settings.filesFor = (r) => jobFiles(r, library);
   const queue = await makeServeQueue(settings);
   const { app, stopAccepting } = await buildApp({
     queue,
@@ -253,6 +287,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     logger: log.child({ component: 'http' }),
     loras: new LibraryLoraProvider(library, async () => (await queue.models())[0]?.loraTargets),
     embeddings: new FolderEmbeddingProvider(embeddingsDir),
+    files: fileIndex,
   });
 
   let stopping: Promise<void> | undefined;
@@ -261,6 +296,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
       log.info({ why, graceMs }, 'shutting down: no new requests; running jobs get the grace period');
       stopAccepting();
       await Promise.all([queue.close(graceMs), app.close()]);
+      fileIndex?.close();
+      await notices?.close();
       library.close();
       log.info('stopped');
     })();
@@ -301,7 +338,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
 }
 
 /** `--role worker`: render workers on this machine's devices, health on host:port; SIGTERM hands a job that does not finish within the grace period back to the queue. */
-async function serveWorkers(settings: QueueSettings, host: string, port: number, graceMs: number, log: PinoLogger): Promise<number> {
+async function serveWorkers(settings: QueueSettings, host: string, port: number, graceMs: number, log: PinoLogger, files?: { apiUrl: string; apiKey?: string; cacheDir: string; cacheBytes: number }): Promise<number> {
+  // Without a shared disk the render threads read the file cache's view folders, kept in step with the API.
+  const synced = files && settings.redisUrl ? await startWorkerFiles({ redisUrl: settings.redisUrl, ...files, logger: log.child({ component: 'files' }) }) : undefined;
+  if (synced) settings = { ...settings, loraDir: synced.loraDir, embeddingsDir: synced.embeddingsDir, files: synced.sync };
   const workers = await startRenderWorkers(settings);
   let up = true;
   const health = await startWorkerHealth(workers, host, port, () => up);
@@ -317,6 +357,7 @@ async function serveWorkers(settings: QueueSettings, host: string, port: number,
       up = false;
       log.info({ signal: sig, graceMs }, 'worker shutting down: the running job gets the grace period');
       Promise.all(workers.map((w) => w.close(graceMs, { handBack: true })))
+        .then(() => synced?.sync.close())
         .then(() => new Promise<void>((r) => health.server.close(() => r())))
         .then(
           () => resolveExit(0),

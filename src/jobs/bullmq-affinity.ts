@@ -21,12 +21,18 @@ import type { Redis } from 'ioredis';
 import { LoraserveError } from '../core/errors.js';
 import { lorasForRequest } from '../engine/lora-list.js';
 import type { RenderRequest } from '../engine/request.js';
+import type { FileRef } from './file-wire.js';
 import type { WireJobData, WireKeys, WireOutcome, WireTombstone, WireWorkerEntry } from './bullmq-wire.js';
 
-/** The LoRA set a request applies, as a routing key: sorted unique names joined by '+' ('' for none). */
-export function loraSetKey(request: Pick<RenderRequest, 'prompt' | 'loras'>): string {
+/**
+ * The LoRA set a request applies, as a routing key: sorted unique names joined by '+' ('' for none). With the
+ * job's files known, a name carries its file's hash (`name@sha256[:12]`): a file replaced under the same name is
+ * a different set, cold everywhere.
+ */
+export function loraSetKey(request: Pick<RenderRequest, 'prompt' | 'loras'>, files: readonly FileRef[] = []): string {
   try {
-    const names = new Set(lorasForRequest(request.prompt, request.loras).map((l) => l.name));
+    const hashOf = new Map(files.filter((f) => f.kind === 'lora').map((f) => [f.name, f.sha256.slice(0, 12)]));
+    const names = new Set(lorasForRequest(request.prompt, request.loras).map((l) => (hashOf.has(l.name) ? `${l.name}@${hashOf.get(l.name)}` : l.name)));
     return [...names].sort().join('+');
   } catch {
     return ''; // a prompt the worker will refuse; it needs no routing

@@ -36,6 +36,7 @@ import {
   type WireTombstone,
   type WireWorkerEntry,
 } from './bullmq-wire.js';
+import type { FileRef } from './file-wire.js';
 import type { ModelInfo } from './protocol.js';
 import { recordFromJob, tombstoneRecord, eventsFromProgress, finalEventOf, infraError, type Stored } from './bullmq-records.js';
 import { replayEvents, summarize } from './job-records.js';
@@ -70,6 +71,8 @@ export interface BullmqQueueOptions {
   workers?: BullmqRenderWorker[];
   /** Folder the workers write result PNGs to instead of Redis (shared with them); records read them from it. */
   resultsDir?: string;
+  /** The LoRA files a request needs, by sha256, carried in the job for workers that fetch them (serve: jobFiles). */
+  filesFor?: (request: RenderRequest) => Promise<FileRef[]>;
   /** LoRA-affinity routing; default on. Off: every job goes to the shared queue. */
   affinity?: boolean;
   /** How often gone workers' queues are swept (and the registry read for them); default 5 s. */
@@ -91,7 +94,8 @@ const MINUTE = 60_000;
 const SUBMIT_DEADLINE_MS = 5000;
 
 export class BullmqQueue implements JobQueue {
-  private readonly opts: Required<Omit<BullmqQueueOptions, 'redisUrl' | 'queueName' | 'prefix' | 'workers' | 'logger' | 'resultsDir'>>;
+  private readonly opts: Required<Omit<BullmqQueueOptions, 'redisUrl' | 'queueName' | 'prefix' | 'workers' | 'logger' | 'resultsDir' | 'filesFor'>>;
+  private readonly filesFor: BullmqQueueOptions['filesFor'];
   private readonly workerQueues: WorkerQueueSet;
   private readonly resultsDir: string | undefined;
   private readonly sweeper: NodeJS.Timeout;
@@ -133,6 +137,7 @@ export class BullmqQueue implements JobQueue {
     this.keys = wireKeys(this.prefix, this.queueName);
     this.workers = options.workers ?? [];
     this.resultsDir = options.resultsDir;
+    this.filesFor = options.filesFor;
     this.connection = redisOptionsFromUrl(options.redisUrl);
     // Commands fail fast while Redis is away (no offline queue), so a submit answers 503 instead of hanging.
     this.redis = new Redis({ ...this.connection, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
@@ -215,8 +220,16 @@ export class BullmqQueue implements JobQueue {
     if (options.clientSignal?.aborted) throw new LoraserveError('CANCELLED', 'the client went away before the job was queued');
     const id = randomUUID();
     const req = request.previewEvery === undefined && this.opts.previewEvery > 0 ? { ...request, previewEvery: this.opts.previewEvery } : request;
-    const loraSet = loraSetKey(req);
-    const data: WireJobData = { request: encodeRequest(req), timeoutMs: options.timeoutMs ?? this.opts.defaultTimeoutMs, labels: { ...options.labels }, createdAt: Date.now(), loraSet };
+    const files = (await this.filesFor?.(req)) ?? [];
+    const loraSet = loraSetKey(req, files);
+    const data: WireJobData = {
+      request: encodeRequest(req),
+      timeoutMs: options.timeoutMs ?? this.opts.defaultTimeoutMs,
+      labels: { ...options.labels },
+      createdAt: Date.now(),
+      loraSet,
+      ...(files.length ? { files } : {}),
+    };
     const position = await this.withRedis('submit', async () => {
       // Counted as waiting + running beyond what the live workers hold, so a job that a worker is just taking
       // counts the same whether it is still in BullMQ's wait list or already active (no race with pick-up).

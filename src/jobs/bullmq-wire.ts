@@ -12,6 +12,7 @@
  * retry — it would fail the same way again). BullMQ's own `failed` state is left for infrastructure failures:
  * a job that stalled more than `maxStalledCount` times (its worker process died) or lost its lock.
  */
+import type { FileRef } from './file-wire.js';
 import type { ErrorJson, ModelInfo } from './protocol.js';
 import type { JobProgress, JobTimings, WorkerStats } from './queue.js';
 import type { RenderRequest, RenderTimings } from '../engine/request.js';
@@ -57,6 +58,8 @@ export interface WireJobData {
   createdAt: number;
   /** The job's LoRA set (sorted names, '' for none): what affinity routing and warm-hit counting compare. */
   loraSet?: string;
+  /** The LoRA files the job needs, by sha256 (workers without a shared folder fetch them from the API). */
+  files?: FileRef[];
   /** Times the job was moved off a dead worker's own queue; bounded like BullMQ's stalled reruns. */
   reroutes?: number;
 }

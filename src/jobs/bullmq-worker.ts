@@ -40,6 +40,7 @@ import {
   type WireProgress,
   type WireWorkerEntry,
 } from './bullmq-wire.js';
+import type { FileSync } from './file-sync.js';
 import type { RenderHostLike } from './local-queue.js';
 import type { JobProgress, WorkerState } from './queue.js';
 
@@ -70,6 +71,11 @@ export interface BullmqRenderWorkerOptions {
   stalledIntervalMs?: number;
   /** Registry heartbeat period; the entry expires after three missed beats (at least 10 s). Default 5 s. */
   heartbeatMs?: number;
+  /**
+   * The worker's file cache, synced with the API (workers without a shared LoRA folder): a job's files are
+   * fetched and verified by sha256 before its render, and pinned while it runs.
+   */
+  files?: FileSync;
   /** LoRA sets advertised as warm (the last ones rendered); default 8. */
   warmSets?: number;
   logger?: Logger;
@@ -247,7 +253,13 @@ export class BullmqRenderWorker {
         send({ kind: 'step', worker: this.id, at: Date.now(), ...lastProgress, ...(preview ? { preview } : {}) });
       };
       if (controller.signal.aborted) throw new LoraserveError('CANCELLED', 'render cancelled before it started');
-      const result = await this.opts.host.render(decodeRequest(data.request), { signal: controller.signal, onProgress });
+      const got = data.files?.length && this.opts.files ? await this.opts.files.ensure(data.files) : undefined;
+      let result: RenderResult;
+      try {
+        result = await this.opts.host.render(decodeRequest(data.request), { signal: controller.signal, onProgress, rescanLoras: Boolean(got?.relinked.length) });
+      } finally {
+        got?.release();
+      }
       const images = await this.storeImages(id, result.images);
       const bytes = result.images.reduce((n, i) => n + i.png.byteLength, 0);
       const limit = this.opts.maxResultBytes ?? 64 * 1024 * 1024;

@@ -29,7 +29,7 @@ export interface LoraCacheStats {
 
 export type HostToWorker =
   | { type: 'load'; modelDir: string; device: DeviceConfig; loraDir?: string; embeddingsDir?: string }
-  | { type: 'render'; id: string; request: RenderRequest; cancelFlag: Int32Array }
+  | { type: 'render'; id: string; request: RenderRequest; cancelFlag: Int32Array; rescanLoras?: boolean }
   | { type: 'shutdown' };
 
 export interface ErrorJson {

@@ -15,6 +15,8 @@ import type { HostToWorker, LoraCacheStats, ModelInfo, WorkerToHost } from './pr
 
 export interface RenderCallOptions {
   signal?: AbortSignal;
+  /** The LoRA folder changed just now (a worker's file sync re-pointed names): rescan it before rendering. */
+  rescanLoras?: boolean;
   onProgress?: (p: RenderProgress) => void;
 }
 
@@ -139,7 +141,7 @@ export class RenderHost {
       try {
         return await new Promise<RenderResult>((resolve, reject) => {
           this.pending = { id, resolve, reject, onProgress: opts.onProgress, cancelFlag };
-          this.send({ type: 'render', id, request, cancelFlag });
+          this.send({ type: 'render', id, request, cancelFlag, ...(opts.rescanLoras ? { rescanLoras: true } : {}) });
         });
       } finally {
         opts.signal?.removeEventListener('abort', onAbort);

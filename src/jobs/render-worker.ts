@@ -66,6 +66,8 @@ async function handle(msg: HostToWorker): Promise<void> {
       const signal = { get aborted() { return Atomics.load(flag, 0) !== 0; } };
       try {
         if (!model) throw toLoraserveError(new Error('no model loaded'), 'MODEL_NOT_LOADED');
+        // Files were just placed or re-pointed in the LoRA folder: read it now, not when the watcher's delay ends.
+        if (msg.rescanLoras) await library?.scan();
         const result = await generate(
           model,
           msg.request,
