@@ -2,8 +2,9 @@
  * Per request: LoRA names and weights → the feeds of the load-time low-rank branches.
  *
  * Parsed adapters are cached by the library (bounded by bytes; keyed by file identity and the model's
- * targets); the stacked factors of a LoRA combination by LoraFactorCache (keyed by the layer objects, so a
- * changed file never reuses stale data). A request then only builds its small per-rank scale vectors.
+ * targets); the stacked down factors of a LoRA combination and its scaled up factors by LoraFactorCache
+ * (keyed by the layer objects, so a changed file never reuses stale data): a repeated request builds nothing,
+ * new weights for a seen set rebuild only the up factors.
  * Nothing is mutated in place, so renders with different LoRA sets never see each other's state.
  */
 import type { Logger } from '../core/logger.js';
@@ -31,7 +32,8 @@ export class LoraResolver {
   private readonly targets: LoraTarget[];
   private readonly layout: UnetLayout;
   private readonly factors: LoraFactorCache;
-  private readonly prepared = new WeakSet<LoraAdapter>();
+  /** Adapters resolved before (a new object after a library eviction or a file change counts as a miss). */
+  private readonly seen = new WeakSet<LoraAdapter>();
   private readonly seenNames = new Set<string>();
   /** Cache counters for metrics: see LoraCacheStats in src/jobs/protocol.ts. */
   readonly counters = { hits: 0, misses: 0, evictions: 0 };
@@ -48,7 +50,7 @@ export class LoraResolver {
     this.logger = opts.logger ?? silentLogger;
   }
 
-  /** Bytes held by stacked multi-LoRA factors (single LoRAs are fed without a copy). */
+  /** Bytes held by stacked and scaled factors (a single LoRA's down factor is fed without a copy). */
   get stackedBytes(): number {
     return this.factors.bytes;
   }
@@ -64,15 +66,12 @@ export class LoraResolver {
       // A file uploaded a moment ago may not have reached the folder watcher yet: rescan once before failing.
       if (!library.get(s.name)) await library.scan();
       const adapter = await library.load(s.name, this.targets);
-      if (!this.prepared.has(adapter)) {
+      if (!this.seen.has(adapter)) {
         missed = true;
         this.counters.misses++;
         if (this.seenNames.has(s.name)) this.counters.evictions++;
         this.seenNames.add(s.name);
-        // First use of this file: its layers go into feed layout once, so later combinations only stack.
-        this.factors.prepareAll(this.model.lora.unet.plan, adapter.layers.filter((l) => l.part === 'unet'));
-        this.factors.prepareAll(this.model.lora.te.plan, adapter.layers.filter((l) => l.part === 'te'));
-        this.prepared.add(adapter);
+        this.seen.add(adapter);
       }
       adapters.set(s.name, adapter);
     }

@@ -1,6 +1,6 @@
 /**
  * parseLora: one LoRA file → a LoraAdapter whose every layer names a layer of the loaded model, has the
- * right shapes, and carries float32 down/up plus its alpha/rank scale. Pure: it returns a whole adapter or
+ * right shapes, and carries its down/up factors (fp16 files stay fp16) plus its alpha/rank scale. Pure: it returns a whole adapter or
  * throws, so nothing half-loaded survives a bad file.
  *
  * Order of checks (cheapest first, so a wrong file fails before any tensor is decoded):
@@ -18,7 +18,7 @@ import { loraInfoFromHeader, detectFormat } from './info.js';
 import { type ParsedKey, parseKey } from './key-formats.js';
 import { TargetIndex } from './key-resolve.js';
 import { peftAlpha, peftConfigsFromMetadata } from './peft-config.js';
-import { decodeFloat32, decodeScalar, parseSafetensors, type SafetensorsFile, type TensorEntry } from './safetensors.js';
+import { decodeFactor, decodeScalar, parseSafetensors, type SafetensorsFile, type TensorEntry } from './safetensors.js';
 import type { LoraAdapter, LoraFormat, LoraInfo, LoraLayer, LoraTarget } from './types.js';
 
 export interface ParseLoraOptions {
@@ -241,8 +241,8 @@ export function parseLora(name: string, bytes: Uint8Array, targets: readonly Lor
         alphaFromConfig++;
       }
     }
-    const down = decodeFloat32(file, downEntry);
-    const up = decodeFloat32(file, upEntry);
+    const down = decodeFactor(file, downEntry);
+    const up = decodeFactor(file, upEntry);
     bytesHeld += down.byteLength + up.byteLength;
     layers.push({
       part: t.part,

@@ -18,6 +18,8 @@ export {
   readSafetensorsHeader,
   parseHeader,
   decodeFloat32,
+  decodeFactor,
+  factorToFloat32,
   decodeScalar,
   tensorBytes,
   type SafetensorsFile,

@@ -283,6 +283,40 @@ function aligned(bytes: Uint8Array, align: number): { buffer: ArrayBufferLike; o
 // Typed arrays read host byte order; safetensors is little-endian, like every platform Node runs on.
 const hostIsLittleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
+/** A factor's values as float32: the array itself when it already is, else a widened copy (exact). */
+export function factorToFloat32(f: Float32Array | Uint16Array): Float32Array {
+  return f instanceof Uint16Array ? float16ToFloat32Array(f) : f;
+}
+
+/**
+ * Decodes a LoRA factor keeping fp16 as fp16: an F16 tensor becomes a Uint16Array of its bits (a copy, so the
+ * file's bytes can be dropped), F32/BF16 a Float32Array (bf16 widened: exact, and no fp16 rounding). Keeping
+ * fp16 makes a loaded LoRA hold about its file size instead of twice it; the engine widens while it stacks
+ * factors for the graph anyway (src/engine/lora-feeds.ts). Same dtype and NaN/Inf checks as decodeFloat32.
+ */
+export function decodeFactor(file: SafetensorsFile, nameOrEntry: string | TensorEntry): Float32Array | Uint16Array {
+  const e = entryOf(file, nameOrEntry);
+  if (e.dtype !== 'F16') return decodeFloat32(file, e);
+  if (!hostIsLittleEndian) throw new LoraserveError('INTERNAL', 'safetensors decoding assumes a little-endian host');
+  const raw = tensorBytes(file, e);
+  const { buffer, offset } = aligned(raw, 2);
+  const out = new Uint16Array(buffer, offset, raw.byteLength / 2).slice();
+  let bad = 0;
+  let first = -1;
+  for (let i = 0; i < out.length; i++) {
+    // exponent all ones: ±Inf or NaN
+    if ((out[i] & 0x7c00) === 0x7c00) {
+      if (first < 0) first = i;
+      bad++;
+    }
+  }
+  if (bad > 0) {
+    const v = out[first] & 0x3ff ? 'NaN' : out[first] & 0x8000 ? '-Infinity' : 'Infinity';
+    throw invalid(file.source, 'non-finite', `tensor "${e.name}" has ${bad} non-finite value(s) (first at index ${first}: ${v})`, { tensor: e.name });
+  }
+  return out;
+}
+
 /**
  * Decodes an F32/F16/BF16 tensor into a new Float32Array (fp16/bf16 widened exactly). Other dtypes are
  * LORA_UNSUPPORTED; any NaN or ±Inf is LORA_INVALID naming the tensor (a NaN weight would turn every image

@@ -26,6 +26,12 @@ export interface LoraTarget {
 /** File formats we read. `kohya` and `locon` may use diffusers or A1111/ldm ("compvis") UNet names. */
 export type LoraFormat = 'kohya' | 'locon' | 'diffusers-attnprocs' | 'diffusers' | 'peft';
 
+/**
+ * A LoRA factor as the file stores it: Float32Array for F32 (and BF16, widened exactly), Uint16Array of fp16
+ * bits for F16 — kept narrow so a loaded LoRA holds about its file size. `factorToFloat32` widens a copy.
+ */
+export type LoraFactor = Float32Array | Uint16Array;
+
 /** One targeted layer of one LoRA: ΔW = scale · up @ down (reshaped to W's torch shape). */
 export interface LoraLayer {
   part: LoraPart;
@@ -36,10 +42,10 @@ export interface LoraLayer {
   alpha: number;
   /** alpha / rank (alpha / √rank for PEFT rsLoRA). The user's weight is applied later (scale-plan). */
   scale: number;
-  /** [rank, in·kh·kw] row-major, fp16/bf16 widened to float32. */
-  down: Float32Array;
-  /** [out, rank] row-major. */
-  up: Float32Array;
+  /** [rank, in·kh·kw] row-major, in the file's precision (see LoraFactor). */
+  down: LoraFactor;
+  /** [out, rank] row-major, in the file's precision. */
+  up: LoraFactor;
   /** Kernel of `down` ([1, 1] for linear layers and 1×1 convs; [3, 3] for LoCon's ResNet convs). */
   downKernel: [number, number];
   inFeatures: number;
@@ -99,7 +105,7 @@ export interface LoraAdapter {
   unmatchedKeys: string[];
   metadata: Record<string, string>;
   info: LoraInfo;
-  /** Bytes held by the decoded float32 down/up arrays (what a cache should count). */
+  /** Bytes held by the decoded down/up arrays (what a cache should count). */
   bytes: number;
 }
 

@@ -2,15 +2,19 @@
  * Request-time LoRA as a graph rewrite, done once at load: every targeted layer y = f(x; W) gains a
  * low-rank branch whose factors are graph INPUTS, so each request feeds its own LoRA set and weights:
  *
- *   MatMul / Gemm:  y = f(x; W) + ((x · Dᵀ) ⊙ s) · U         D [R, in], U [R, out], s [R]
- *   Conv:           y = f(x; W) + conv(conv(x; D) ⊙ s; U)    D [R, in, kh, kw] (W's pads/strides), U [out, R, 1, 1], s [R,1,1]
+ *   MatMul / Gemm:  y = f(x; W) + (x · Aᵀ) · Bᵀ                  A [R, in], B [out, R]
+ *   Conv:           y = f(x; W) + conv(conv(x; A); B)             A [R, in, kh, kw] (W's pads/strides), B [out, R, 1, 1]
  *
- * D is the LoRA files' own down layout, so the active LoRAs' factors stack along R by plain row copies (and a
- * single LoRA is fed without any copy); the Transpose of D costs R × in values per run, nothing next to the
- * layer itself (src/engine/lora-feeds.ts prepares and stacks the factors).
- * R is a symbolic per-layer dimension; the per-rank scale s (user weight × block weight × alpha/rank) is a
- * separate small input, so new weights for a seen set change only s. R = 0 (zero-size feeds) when no LoRA
- * touches a layer: the branch then adds exactly zero.
+ * A and B are the LoRA files' own down/up layouts, so several LoRAs stack along R by row copies (A) and
+ * contiguous per-row runs (B), and a single LoRA's down is fed as is; the per-rank scale (user weight ×
+ * block weight × alpha/rank) is folded into B by src/engine/lora-feeds.ts. R is a symbolic per-layer
+ * dimension; R = 0 (zero-size feeds) when no LoRA touches a layer, and the branch then adds exactly zero.
+ *
+ * Why so few nodes: each node costs onnxruntime a fixed few microseconds per run whatever its size, and a
+ * branch is added to ~350 layers (bench/lora.ts, tiny preset). The Transposes are written as plain ONNX and
+ * onnxruntime's level-2 optimizer folds each Transpose + MatMul into one FusedMatMul (checked on the optimized
+ * graph); on CPU, float32 conv branches end in com.microsoft FusedConv, whose fourth input Z is added to the
+ * convolution's output, so the up conv and the Add are one kernel (opt-in, as other providers may not run it).
  *
  * Why inputs and not initializers: feeding a value for an initializer that is also a graph input is
  * silently ignored by onnxruntime-node 1.30, so weights cannot be swapped per run. Why not merge W + ΔW:
@@ -33,7 +37,6 @@ export interface LoraBranch {
   dtype: 'float32' | 'float16';
   downInput: string;
   upInput: string;
-  scaleInput: string;
 }
 
 export interface LoraBranchPlan {
@@ -41,8 +44,13 @@ export interface LoraBranchPlan {
   byModule: Map<string, LoraBranch>;
 }
 
-export function branchInputNames(index: number): { down: string; up: string; scale: string } {
-  return { down: `lora.${index}.down`, up: `lora.${index}.up`, scale: `lora.${index}.scale` };
+export function branchInputNames(index: number): { down: string; up: string } {
+  return { down: `lora.${index}.down`, up: `lora.${index}.up` };
+}
+
+export interface LoraBranchOptions {
+  /** End float32 conv branches in com.microsoft FusedConv (conv + Z): one node less per conv; CPU provider only. */
+  fusedConvAdd?: boolean;
 }
 
 
@@ -53,6 +61,9 @@ function valueInfo(name: string, elemType: number, dims: Array<number | string>)
   };
 }
 
+const MS_DOMAIN = 'com.microsoft';
+const TRANSPOSE_2D: onnx.IAttributeProto = { name: 'perm', type: onnx.AttributeProto.AttributeType.INTS, ints: [1, 0] };
+
 function copyConvAttributes(node: onnx.INodeProto): onnx.IAttributeProto[] {
   // Same spatial behaviour as the original conv; the kernel shape follows the down factor's dims.
   return (node.attribute ?? []).filter((a) => ['pads', 'strides', 'dilations', 'auto_pad'].includes(a.name ?? ''));
@@ -62,7 +73,7 @@ function copyConvAttributes(node: onnx.INodeProto): onnx.IAttributeProto[] {
  * Adds a low-rank branch to each layer in `targets` (layers found by discoverTargetLayers on this same
  * model). Mutates `model` in place and returns the plan that names every new input.
  */
-export function addLoraBranches(model: onnx.IModelProto, targets: readonly TargetLayer[]): LoraBranchPlan {
+export function addLoraBranches(model: onnx.IModelProto, targets: readonly TargetLayer[], options: LoraBranchOptions = {}): LoraBranchPlan {
   const graph = model.graph;
   if (!graph) throw new LoraserveError('MODEL_INVALID', 'model has no graph');
   const byNode = new Map<string, TargetLayer>();
@@ -71,6 +82,7 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
   const byModule = new Map<string, LoraBranch>();
   const nodes: onnx.INodeProto[] = [];
   const inputs: onnx.IValueInfoProto[] = [...(graph.input ?? [])];
+  let usesMsDomain = false;
 
   for (const node of graph.node ?? []) {
     const target = node.name ? byNode.get(node.name) : undefined;
@@ -79,7 +91,7 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
       continue;
     }
     const index = branches.length;
-    const { down, up, scale } = branchInputNames(index);
+    const { down, up } = branchInputNames(index);
     const elem = target.dtype === 'float16' ? DataType.FLOAT16 : DataType.FLOAT;
     const rank = `lora_rank_${index}`;
     const x = node.input![0];
@@ -92,20 +104,23 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
     if (isConv) {
       inputs.push(valueInfo(down, elem, [rank, target.inFeatures, kernel[0], kernel[1]]));
       inputs.push(valueInfo(up, elem, [target.outFeatures, rank, 1, 1]));
-      inputs.push(valueInfo(scale, elem, [rank, 1, 1]));
       nodes.push({ name: `${prefix}/down/Conv`, opType: 'Conv', input: [x, down], output: [t('mid')], attribute: copyConvAttributes(node) });
-      nodes.push({ name: `${prefix}/scale/Mul`, opType: 'Mul', input: [t('mid'), scale], output: [t('scaled')] });
-      nodes.push({ name: `${prefix}/up/Conv`, opType: 'Conv', input: [t('scaled'), up], output: [t('delta')] });
+      if (options.fusedConvAdd && target.dtype === 'float32') {
+        nodes.push({ name: `${prefix}/up/FusedConv`, opType: 'FusedConv', domain: MS_DOMAIN, input: [t('mid'), up, '', t('base')], output: [y] });
+        usesMsDomain = true;
+      } else {
+        nodes.push({ name: `${prefix}/up/Conv`, opType: 'Conv', input: [t('mid'), up], output: [t('delta')] });
+        nodes.push({ name: `${prefix}/Add`, opType: 'Add', input: [t('base'), t('delta')], output: [y] });
+      }
     } else {
       inputs.push(valueInfo(down, elem, [rank, target.inFeatures]));
-      inputs.push(valueInfo(up, elem, [rank, target.outFeatures]));
-      inputs.push(valueInfo(scale, elem, [rank]));
-      nodes.push({ name: `${prefix}/down/Transpose`, opType: 'Transpose', input: [down], output: [t('down_t')], attribute: [{ name: 'perm', type: onnx.AttributeProto.AttributeType.INTS, ints: [1, 0] }] });
+      inputs.push(valueInfo(up, elem, [target.outFeatures, rank]));
+      nodes.push({ name: `${prefix}/down/Transpose`, opType: 'Transpose', input: [down], output: [t('down_t')], attribute: [TRANSPOSE_2D] });
       nodes.push({ name: `${prefix}/down/MatMul`, opType: 'MatMul', input: [x, t('down_t')], output: [t('mid')] });
-      nodes.push({ name: `${prefix}/scale/Mul`, opType: 'Mul', input: [t('mid'), scale], output: [t('scaled')] });
-      nodes.push({ name: `${prefix}/up/MatMul`, opType: 'MatMul', input: [t('scaled'), up], output: [t('delta')] });
+      nodes.push({ name: `${prefix}/up/Transpose`, opType: 'Transpose', input: [up], output: [t('up_t')], attribute: [TRANSPOSE_2D] });
+      nodes.push({ name: `${prefix}/up/MatMul`, opType: 'MatMul', input: [t('mid'), t('up_t')], output: [t('delta')] });
+      nodes.push({ name: `${prefix}/Add`, opType: 'Add', input: [t('base'), t('delta')], output: [y] });
     }
-    nodes.push({ name: `${prefix}/Add`, opType: 'Add', input: [t('base'), t('delta')], output: [y] });
     const b: LoraBranch = {
       index,
       module: target.module,
@@ -117,7 +132,6 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
       dtype: target.dtype,
       downInput: down,
       upInput: up,
-      scaleInput: scale,
     };
     branches.push(b);
     byModule.set(target.module, b);
@@ -126,5 +140,8 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
   if (missing.length) throw new LoraserveError('MODEL_INVALID', `LoRA rewrite found no node for ${missing.slice(0, 5).join(', ')}`, { missing });
   graph.node = nodes;
   graph.input = inputs;
+  if (usesMsDomain && !(model.opsetImport ?? []).some((o) => o.domain === MS_DOMAIN)) {
+    model.opsetImport = [...(model.opsetImport ?? []), { domain: MS_DOMAIN, version: 1 }];
+  }
   return { branches, byModule };
 }

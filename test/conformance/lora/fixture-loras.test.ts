@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseLora } from '../../../src/lora/adapter.js';
 import { computeLoraHashes } from '../../../src/lora/hashes.js';
+import { factorToFloat32 } from '../../../src/lora/safetensors.js';
 import { LoraLibrary } from '../../../src/lora/library.js';
 import { planLoraScales } from '../../../src/lora/scale-plan.js';
 import type { LoraAdapter, LoraLayer, LoraTarget } from '../../../src/lora/types.js';
@@ -132,10 +133,11 @@ function readmeDelta(name: string, part: 'unet' | 'te', module: string, userScal
 function ourDelta(layer: LoraLayer, scale: number, matmul: boolean): Float64Array {
   const cols = layer.down.length / layer.rank;
   const out = new Float64Array(layer.outFeatures * cols);
+  const up = factorToFloat32(layer.up), down = factorToFloat32(layer.down); // fp16 files stay fp16 when parsed
   for (let o = 0; o < layer.outFeatures; o++)
     for (let r = 0; r < layer.rank; r++)
       for (let c = 0; c < cols; c++) {
-        const v = scale * layer.up[o * layer.rank + r] * layer.down[r * cols + c];
+        const v = scale * up[o * layer.rank + r] * down[r * cols + c];
         out[matmul ? c * layer.outFeatures + o : o * cols + c] += v;
       }
   return out;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { loadModel, type LoadedModel } from '../../../src/engine/model.js';
 import { LoraResolver } from '../../../src/engine/lora-resolver.js';
 import type { LoraSpec } from '../../../src/engine/request.js';
-import { LoraLibrary, planLoraScales, unetLayoutFromModules } from '../../../src/lora/index.js';
+import { factorToFloat32, LoraLibrary, planLoraScales, unetLayoutFromModules } from '../../../src/lora/index.js';
 import { discoverTargetLayers } from '../../../src/onnx/graph-modules.js';
 import { encodeModel, initializerFloat32, readModel } from '../../../src/onnx/proto.js';
 import { OnnxSession } from '../../../src/onnx/runtime.js';
@@ -54,9 +54,10 @@ async function mergedSession(component: 'unet' | 'text_encoder', part: 'unet' | 
     const w = new Float32Array(init.rawData!.buffer.slice(init.rawData!.byteOffset, init.rawData!.byteOffset + init.rawData!.byteLength));
     const cols = l.inFeatures * (l.kernel ? l.kernel[0] * l.kernel[1] : 1);
     for (const { layer, scale } of list) {
+      const up = factorToFloat32(layer.up), down = factorToFloat32(layer.down);
       for (let o = 0; o < l.outFeatures; o++) for (let c = 0; c < cols; c++) {
         let acc = 0;
-        for (let j = 0; j < layer.rank; j++) acc += layer.up[o * layer.rank + j] * layer.down[j * cols + c];
+        for (let j = 0; j < layer.rank; j++) acc += up[o * layer.rank + j] * down[j * cols + c];
         const idx = l.layout === 'in_out' ? c * l.outFeatures + o : o * cols + c;
         w[idx] += scale * acc;
       }

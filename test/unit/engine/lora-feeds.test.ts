@@ -1,13 +1,15 @@
 /**
- * The branch feeds compute the merged delta: ((x·A) ⊙ s)·B (linear) or conv(conv(x;A) ⊙ s; B) (conv) must equal
- * Σᵢ sᵢ · upᵢ @ downᵢ for one and several LoRAs, in float32 and float16 layouts, and zero-rank feeds add nothing.
+ * The branch feeds compute the merged delta: (x·Aᵀ)·Bᵀ (linear) or conv(conv(x;A); B) (conv) must equal
+ * Σᵢ sᵢ · upᵢ @ downᵢ for one and several LoRAs, for float32 and float16 graphs and float32 and fp16 files,
+ * a repeated request reuses the same feed objects, and zero-rank feeds add nothing.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildFeeds, emptyFeeds, LoraFactorCache } from '../../../src/engine/lora-feeds.js';
 import type { LoraLayer, ScaledLayer } from '../../../src/lora/index.js';
 import type { LoraBranch, LoraBranchPlan } from '../../../src/onnx/lora-branches.js';
-import { float16ToFloat32Array } from '../../../src/tensor/float16.js';
+import { factorToFloat32 } from '../../../src/lora/safetensors.js';
+import { float16ToFloat32Array, float32ToFloat16Array } from '../../../src/tensor/float16.js';
 
 function rand(n: number, seed: number): Float32Array {
   let s = seed;
@@ -18,14 +20,15 @@ function rand(n: number, seed: number): Float32Array {
 }
 
 function branch(kind: 'linear' | 'conv', inF: number, outF: number, kernel: [number, number], dtype: 'float32' | 'float16' = 'float32'): LoraBranch {
-  return { index: 0, module: 'm', op: kind === 'conv' ? 'Conv' : 'MatMul', kind, inFeatures: inF, outFeatures: outF, kernel, dtype, downInput: 'd', upInput: 'u', scaleInput: 's' };
+  return { index: 0, module: 'm', op: kind === 'conv' ? 'Conv' : 'MatMul', kind, inFeatures: inF, outFeatures: outF, kernel, dtype, downInput: 'd', upInput: 'u' };
 }
 
-function layer(b: LoraBranch, rank: number, seed: number): LoraLayer {
+function layer(b: LoraBranch, rank: number, seed: number, file: 'float32' | 'float16' = 'float32'): LoraLayer {
   const k = b.kernel[0] * b.kernel[1];
+  const f = (x: Float32Array) => (file === 'float16' ? float32ToFloat16Array(x) : x);
   return {
     part: 'unet', module: b.module, kind: b.kind, rank, alpha: rank, scale: 1,
-    down: rand(rank * b.inFeatures * k, seed), up: rand(b.outFeatures * rank, seed + 7),
+    down: f(rand(rank * b.inFeatures * k, seed)), up: f(rand(b.outFeatures * rank, seed + 7)),
     downKernel: b.kernel, inFeatures: b.inFeatures, outFeatures: b.outFeatures, key: `k${seed}`,
   };
 }
@@ -35,29 +38,27 @@ function mergedDelta(b: LoraBranch, layers: ScaledLayer[]): Float64Array {
   const cols = b.inFeatures * b.kernel[0] * b.kernel[1];
   const d = new Float64Array(b.outFeatures * cols);
   for (const { layer: l, scale } of layers) {
+    const up = factorToFloat32(l.up), down = factorToFloat32(l.down);
     for (let o = 0; o < b.outFeatures; o++) for (let c = 0; c < cols; c++) {
       let acc = 0;
-      for (let j = 0; j < l.rank; j++) acc += l.up[o * l.rank + j] * l.down[j * cols + c];
+      for (let j = 0; j < l.rank; j++) acc += up[o * l.rank + j] * down[j * cols + c];
       d[o * cols + c] += scale * acc;
     }
   }
   return d;
 }
 
-/** The same delta from the feeds, as the graph combines them. */
+/** The same delta from the feeds, as the graph combines them: A [R, in·k] and B [out, R] for both kinds. */
 function deltaFromFeeds(b: LoraBranch, feeds: ReturnType<typeof buildFeeds>): Float64Array {
   const f = (name: string) => (feeds[name].type === 'float16' ? float16ToFloat32Array(feeds[name].data as Uint16Array) : (feeds[name].data as Float32Array));
-  const A = f('d'), B = f('u'), s = f('s');
-  const R = s.length;
+  const A = f('d'), B = f('u');
+  const R = feeds.d.dims[0];
+  assert.equal(feeds.u.dims[1], R);
   const cols = b.inFeatures * b.kernel[0] * b.kernel[1];
   const d = new Float64Array(b.outFeatures * cols);
   for (let o = 0; o < b.outFeatures; o++) for (let c = 0; c < cols; c++) {
     let acc = 0;
-    for (let j = 0; j < R; j++) {
-      const a = A[j * cols + c]; // A [R, in·k] for both kinds (the graph transposes it for linear layers)
-      const bb = b.kind === 'conv' ? B[o * R + j] : B[j * b.outFeatures + o]; // conv B [out, R]; linear B [R, out]
-      acc += a * s[j] * bb;
-    }
+    for (let j = 0; j < R; j++) acc += A[j * cols + c] * B[o * R + j];
     d[o * cols + c] = acc;
   }
   return d;
@@ -71,38 +72,66 @@ function maxDiff(a: Float64Array, b: Float64Array): number {
 
 for (const [kind, kernel] of [['linear', [1, 1]], ['conv', [1, 1]], ['conv', [3, 3]]] as const) {
   for (const dtype of ['float32', 'float16'] as const) {
-    test(`${kind} ${kernel.join('x')} ${dtype}: one and three LoRAs give the merged delta`, () => {
-      const b = branch(kind, 6, 5, [...kernel] as [number, number], dtype);
-      const plan: LoraBranchPlan = { branches: [b], byModule: new Map([['m', b]]) };
-      const cache = new LoraFactorCache();
-      const tol = dtype === 'float32' ? 1e-6 : 2e-3;
-      const l1 = layer(b, 2, 1), l2 = layer(b, 3, 2), l3 = layer(b, 1, 3);
-      for (const set of [[{ lora: 'a', layer: l1, weight: 0.7, scale: 0.35 }], [
-        { lora: 'a', layer: l1, weight: 0.7, scale: 0.35 },
-        { lora: 'b', layer: l2, weight: -0.4, scale: -0.4 },
-        { lora: 'c', layer: l3, weight: 1.3, scale: 2.6 },
-      ]] as ScaledLayer[][]) {
-        const feeds = buildFeeds(plan, new Map([['m', set]]), emptyFeeds(plan), cache);
-        assert.ok(maxDiff(deltaFromFeeds(b, feeds), mergedDelta(b, set)) < tol);
-        // again from the cache (stacked once per combination), with other weights
-        const reweighted = set.map((x) => ({ ...x, scale: x.scale * -2 }));
-        const again = buildFeeds(plan, new Map([['m', reweighted]]), emptyFeeds(plan), cache);
-        assert.ok(maxDiff(deltaFromFeeds(b, again), mergedDelta(b, reweighted)) < tol);
-      }
-    });
+    for (const file of ['float32', 'float16'] as const) {
+      test(`${kind} ${kernel.join('x')} ${dtype} graph, ${file} file: one and three LoRAs give the merged delta`, () => {
+        const b = branch(kind, 6, 5, [...kernel] as [number, number], dtype);
+        const plan: LoraBranchPlan = { branches: [b], byModule: new Map([['m', b]]) };
+        const cache = new LoraFactorCache();
+        const tol = dtype === 'float32' ? 1e-6 : 2e-3;
+        const l1 = layer(b, 2, 1, file), l2 = layer(b, 3, 2, file), l3 = layer(b, 1, 3, file);
+        for (const set of [[{ lora: 'a', layer: l1, weight: 0.7, scale: 0.35 }], [
+          { lora: 'a', layer: l1, weight: 0.7, scale: 0.35 },
+          { lora: 'b', layer: l2, weight: -0.4, scale: -0.4 },
+          { lora: 'c', layer: l3, weight: 1.3, scale: 2.6 },
+        ]] as ScaledLayer[][]) {
+          const feeds = buildFeeds(plan, new Map([['m', set]]), emptyFeeds(plan), cache);
+          assert.ok(maxDiff(deltaFromFeeds(b, feeds), mergedDelta(b, set)) < tol);
+          // the same request again: the very same feed objects (nothing rebuilt, ORT tensors reused)
+          const repeat = buildFeeds(plan, new Map([['m', set.map((x) => ({ ...x }))]]), emptyFeeds(plan), cache);
+          assert.equal(repeat.d, feeds.d);
+          assert.equal(repeat.u, feeds.u);
+          // new weights: the down stack is reused, only the scaled up factor is new
+          const reweighted = set.map((x) => ({ ...x, scale: x.scale * -2 }));
+          const again = buildFeeds(plan, new Map([['m', reweighted]]), emptyFeeds(plan), cache);
+          assert.equal(again.d, feeds.d);
+          assert.notEqual(again.u, feeds.u);
+          assert.ok(maxDiff(deltaFromFeeds(b, again), mergedDelta(b, reweighted)) < tol);
+        }
+      });
+    }
   }
 }
 
+test('a single LoRA whose precision matches the graph feeds its own down array; copies count against the budget', () => {
+  const b = branch('linear', 6, 5, [1, 1]);
+  const plan: LoraBranchPlan = { branches: [b], byModule: new Map([['m', b]]) };
+  const cache = new LoraFactorCache();
+  const l1 = layer(b, 2, 1);
+  const feeds = buildFeeds(plan, new Map([['m', [{ lora: 'a', layer: l1, weight: 1, scale: 0.5 }]]]), emptyFeeds(plan), cache);
+  assert.equal(feeds.d.data, l1.down);
+  assert.equal(cache.bytes, 4 * 5 * 2); // only the scaled up factor
+  const half = layer(b, 2, 1, 'float16');
+  buildFeeds(plan, new Map([['m', [{ lora: 'a', layer: half, weight: 1, scale: 0.5 }]]]), emptyFeeds(plan), cache);
+  assert.equal(cache.bytes, 4 * 5 * 2 + 4 * (2 * 6 + 5 * 2)); // fp16 file, float32 graph: widened down + up
+});
+
+test('the cache stays within its byte budget, dropping the least recently used', () => {
+  const b = branch('linear', 6, 5, [1, 1]);
+  const plan: LoraBranchPlan = { branches: [b], byModule: new Map([['m', b]]) };
+  const cache = new LoraFactorCache(100);
+  for (let i = 0; i < 10; i++) buildFeeds(plan, new Map([['m', [{ lora: 'a', layer: layer(b, 2, i), weight: 1, scale: i + 1 }]]]), emptyFeeds(plan), cache);
+  assert.ok(cache.bytes <= 100, `${cache.bytes}`);
+});
+
 test('zero-rank feeds have zero-size factors of the right rank-0 shapes', () => {
   const lin = branch('linear', 6, 5, [1, 1]);
-  const conv = { ...branch('conv', 6, 5, [3, 3]), index: 1, module: 'c', downInput: 'cd', upInput: 'cu', scaleInput: 'cs' };
+  const conv = { ...branch('conv', 6, 5, [3, 3]), index: 1, module: 'c', downInput: 'cd', upInput: 'cu' };
   const feeds = emptyFeeds({ branches: [lin, conv], byModule: new Map() });
   assert.deepEqual(feeds.d.dims, [0, 6]);
-  assert.deepEqual(feeds.u.dims, [0, 5]);
-  assert.deepEqual(feeds.s.dims, [0]);
+  assert.deepEqual(feeds.u.dims, [5, 0]);
   assert.deepEqual(feeds.cd.dims, [0, 6, 3, 3]);
   assert.deepEqual(feeds.cu.dims, [5, 0, 1, 1]);
-  assert.deepEqual(feeds.cs.dims, [0, 1, 1]);
+  assert.deepEqual(Object.keys(feeds).sort(), ['cd', 'cu', 'd', 'u']);
 });
 
 test('a layer whose shape disagrees with the branch is LORA_MISMATCH', () => {

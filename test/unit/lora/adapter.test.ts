@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseLora } from '../../../src/lora/adapter.js';
+import { factorToFloat32 } from '../../../src/lora/safetensors.js';
 import type { LoraTarget } from '../../../src/lora/types.js';
 import type { SafetensorsTensor } from '../../../src/synth/safetensors-writer.js';
 import { f32, file, kohya, pair, sd15Targets, target, throwsCode, TINY } from './support.js';
@@ -48,13 +49,16 @@ test('kohya: linear, 1×1 conv and text encoder; alpha/rank scale; values kept; 
   assert.equal(a.bytes, a.layers.reduce((s, l) => s + 4 * (l.down.length + l.up.length), 0));
 });
 
-test('fp16 and bf16 files are widened to float32 exactly', () => {
+test('fp16 files stay fp16 (bytes ≈ file size), bf16 is widened to float32; both exactly', () => {
   for (const dtype of ['F16', 'BF16'] as const) {
     const q = kohya(target(T, Q), 8, { alpha: 8, dtype });
     const a = parseLora('idol', file(q.tensors), T);
-    assert.deepEqual(layerOf(a, Q).down, q.down, dtype);
-    assert.deepEqual(layerOf(a, Q).up, q.up, dtype);
-    assert.equal(layerOf(a, Q).scale, 1);
+    const l = layerOf(a, Q);
+    assert.ok(dtype === 'F16' ? l.down instanceof Uint16Array && l.up instanceof Uint16Array : l.down instanceof Float32Array, dtype);
+    assert.deepEqual(factorToFloat32(l.down), q.down, dtype);
+    assert.deepEqual(factorToFloat32(l.up), q.up, dtype);
+    assert.equal(l.scale, 1);
+    assert.equal(a.bytes, (dtype === 'F16' ? 2 : 4) * (l.down.length + l.up.length));
   }
 });
 

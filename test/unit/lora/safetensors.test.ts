@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { decodeFloat32, decodeScalar, parseSafetensors, readSafetensorsHeader } from '../../../src/lora/safetensors.js';
+import { decodeFactor, decodeFloat32, decodeScalar, factorToFloat32, parseSafetensors, readSafetensorsHeader } from '../../../src/lora/safetensors.js';
 import { bf16, f16, f32, f64, file, rawFile, rejectsCode, throwsCode } from './support.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'loraserve-st-'));
@@ -98,6 +98,20 @@ test('malformed: header not UTF-8 (invalid byte sequence) → header-not-utf8', 
   new DataView(bytes.buffer).setBigUint64(0, BigInt(json.byteLength), true);
   bytes.set(json, 8);
   throwsCode(() => parseSafetensors(bytes), 'LORA_INVALID', /not valid UTF-8/, 'header-not-utf8');
+});
+
+test('decodeFactor keeps F16 as its bits (a copy), widens BF16, and rejects non-finite F16', () => {
+  const half = parseSafetensors(file([{ name: 'h', dtype: 'F16', shape: [4], data: f16([1, -0.5, 65504, 2 ** -24]) }]));
+  const h = decodeFactor(half, 'h');
+  assert.ok(h instanceof Uint16Array);
+  assert.notEqual(h.buffer, half.bytes.buffer);
+  assert.deepEqual([...factorToFloat32(h)], [1, -0.5, 65504, 2 ** -24]);
+  const brain = parseSafetensors(file([{ name: 'b', dtype: 'BF16', shape: [1], data: new Uint8Array([0x60, 0xc0]) }]));
+  assert.deepEqual([...decodeFactor(brain, 'b')], [-3.5]);
+  const nan = parseSafetensors(file([{ name: 'w', dtype: 'F16', shape: [2], data: f16([1, NaN]) }]));
+  throwsCode(() => decodeFactor(nan, 'w'), 'LORA_INVALID', /first at index 1: NaN/, 'non-finite');
+  const inf = parseSafetensors(file([{ name: 'w', dtype: 'F16', shape: [1], data: f16([-Infinity]) }]));
+  throwsCode(() => decodeFactor(inf, 'w'), 'LORA_INVALID', /first at index 0: -Infinity/, 'non-finite');
 });
 
 test('non-finite weights (NaN in F32, Inf in F16, NaN in BF16) are LORA_INVALID naming the tensor', () => {
