@@ -1,7 +1,7 @@
 /**
  * bench/lora: the cost of request-time LoRA, measured in one run on a generated model.
  *
-*   node --expose-gc --import tsx bench/lora.ts [--preset tiny|sd15] [--latent 64] [--repeat 3] [--rank 32]
+ *   node --expose-gc --import tsx bench/lora.ts [--preset tiny|sd15] [--latent 64] [--repeat 21 (tiny) / 3] [--rank 32]
  *
  * Prints:
  *   - UNet step time (CFG batch 2) on the unmodified graph, and on the LoRA-branched graph with 0, 1 and 3
@@ -10,7 +10,9 @@
  *     split into "resolve" (parse on a miss + build feeds) and the step itself (goal: resolve ≤ 50 ms on sd15);
  *   - the alternative strategy's floor: creating a session for a merged graph (what A1111-style re-merging
  *     pays per LoRA change on top of computing W + ΔW);
- *   - process memory per loaded LoRA against its file size.
+ *   - memory per loaded LoRA against its file size (the parsed factors, and the process RSS around parsing),
+ *     and the bytes of the feed cache (stacked and scaled factors, bounded).
+ * bench/lora-resolve.ts measures the resolve side alone, without sessions (seconds on sd15).
  */
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,14 +30,15 @@ const { values } = parseArgs({
   options: {
     preset: { type: 'string', default: 'tiny' },
     latent: { type: 'string' },
-    repeat: { type: 'string', default: '3' },
+    repeat: { type: 'string' },
     rank: { type: 'string' },
     keep: { type: 'boolean', default: false },
   },
 });
 const preset = values.preset as PresetName;
 const latent = Number(values.latent ?? (preset === 'tiny' ? 8 : 64));
-const repeat = Number(values.repeat);
+// The tiny step is ~10 ms, so other load on the machine shows; more interleaved rounds steady the median.
+const repeat = Number(values.repeat ?? (preset === 'tiny' ? 21 : 3));
 
 const root = mkdtempSync(join(tmpdir(), 'loraserve-bench-lora-'));
 const cleanup = () => (values.keep ? console.log(`kept ${root}`) : rmSync(root, { recursive: true, force: true }));
@@ -86,17 +89,18 @@ const three: LoraSpec[] = names.map((n, i) => ({ name: n, weight: [0.6, 0.8, 0.4
 const targets = [...model.lora.te.targets, ...model.lora.unet.targets];
 const fileBytes = names.reduce((n, name) => n + statSync(join(synth.outDir, 'loras', `${name}.safetensors`)).size, 0);
 
-// first use of a file: parse + check against the model + feed layout (the library and resolver keep them)
+// first use of a file: parse + check against the model (the library keeps the parsed adapter)
 global.gc?.();
 const rss0 = process.memoryUsage().rss;
 t = performance.now();
 for (const n of names) await library.load(n, targets);
 const parseMs = performance.now() - t;
-t = performance.now();
-for (const n of names) await resolver.resolve([{ name: n, weight: 1 }]);
-const layoutMs = performance.now() - t;
 global.gc?.();
 const rss1 = process.memoryUsage().rss;
+const adapterBytes = library.cacheStats().bytes;
+t = performance.now();
+for (const n of names) await resolver.resolve([{ name: n, weight: 1 }]);
+const singleMs = performance.now() - t;
 
 // a never-seen combination of loaded LoRAs → first step
 t = performance.now();
@@ -126,11 +130,12 @@ console.log(`  branched, 0 LoRAs         ${median(times.zero).toFixed(1).padStar
 console.log(`  branched, 1 LoRA          ${median(times.one).toFixed(1).padStart(9)} ms  ${pct(median(times.one), base)}`);
 console.log(`  branched, 3 LoRAs         ${median(times.three).toFixed(1).padStart(9)} ms  ${pct(median(times.three), base)}`);
 console.log(`\nswitching (request → its first UNet step can start):`);
-console.log(`  first use of 3 LoRA files parse + shape check ${parseMs.toFixed(1)} ms, feed layout ${layoutMs.toFixed(1)} ms (once per file; kept)`);
+console.log(`  first use of 3 LoRA files parse + shape check ${parseMs.toFixed(1)} ms (once per file; kept); then each alone: feeds ${singleMs.toFixed(1)} ms for the 3`);
 console.log(`  never-seen set of 3       feeds ${firstResolve.toFixed(2)} ms, then the step (${firstStep.toFixed(1)} ms)`);
 console.log(`  new weights, same set     feeds ${newWeightsResolve.toFixed(2)} ms, then the step (${newWeightsStep.toFixed(1)} ms)`);
 console.log(`  merged-weights strategy   ≥ ${plainCreateMs.toFixed(0)} ms session rebuild per change (+ merge and write of W + ΔW)`);
-console.log(`\nmemory: 3 LoRAs, ${mb(fileBytes)} of files → process RSS +${mb(rss1 - rss0)} after loading them (${((rss1 - rss0) / fileBytes).toFixed(2)}× file size; parsed float32 adapters ${mb(library.cacheStats().bytes)}); stacked 3-LoRA factors ${mb(resolver.stackedBytes)}`);
+console.log(`\nmemory: 3 LoRAs, ${mb(fileBytes)} of files → parsed factors ${mb(adapterBytes)} (${(adapterBytes / fileBytes).toFixed(2)}× file size), process RSS +${mb(rss1 - rss0)} around parsing`);
+console.log(`  feed cache (stacked and scaled factors of the sets above, LRU-bounded): ${mb(resolver.stackedBytes)}`);
 
 library.close();
 await plain.release();

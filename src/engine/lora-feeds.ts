@@ -3,20 +3,23 @@
  * branches the load-time rewrite added (src/onnx/lora-branches.ts). Per branch, with the active LoRAs'
  * factors stacked along the rank axis R, both in the files' own layouts:
  *
- *   A [R, in(, kh, kw)]  = [down₁ ; down₂ ; …]            rows
- *   B [out, R(, 1, 1)]   = [s₁·up₁ | s₂·up₂ | …]          sᵢ = weight × block weight × alpha/rank
+ *   A [R, in(, kh, kw)]  = [s₁·down₁ ; s₂·down₂ ; …]      rows
+ *   B [out, R(, 1, 1)]   = [up₁ | up₂ | …]                 one contiguous run per LoRA and row
  *
- * so that the graph's (x·Aᵀ)·Bᵀ (conv: conv(conv(x; A); B)) = Σᵢ sᵢ · x · downᵢᵀ · upᵢᵀ, the merged delta.
+ * so that the graph's (x·Aᵀ)·Bᵀ (conv: conv(conv(x; A); B)) = Σᵢ sᵢ · x · downᵢᵀ · upᵢᵀ, the merged delta, with
+ * sᵢ = weight × block weight × alpha/rank. The scales sit on whichever factor is cheaper to rewrite
+ * (`scaleOnDown`: down unless it is more than twice as long as up, e.g. 3×3 convs).
  *
- * Cost model (bench/lora-resolve.ts, bench/lora.ts):
- *   - A depends only on WHICH LoRA layers are active. A single LoRA whose precision matches the graph is fed
- *     as is (no copy); otherwise its stack — row copies, fp16 widened or fp32 narrowed to the graph's dtype —
- *     is made once per combination and cached.
- *   - B carries the per-rank scale. Folding s into B instead of feeding it saves a Mul node and an input per
- *     branch on every UNet step; the price is that B is built per combination AND weights (also cached), so
- *     new weights for a seen set rebuild B only: every LoRA's r columns of a row are one contiguous run.
- *   - Both caches share one LRU bounded by bytes; the loaded LoRAs themselves (src/lora, fp16 kept fp16) are
- *     the only per-LoRA copy. Branches no LoRA touches get zero-size feeds (R = 0), which add exactly nothing.
+ * Why the scales are folded in rather than fed: a per-rank Mul node on every branch cost the tiny UNet more
+ * than all the rest of the branch together (~13 ms of ~9 ms base per step, bench/lora.ts); the price is that
+ * the scaled factor is rebuilt for new weights (tens of ms on the SD1.5-shaped model, bench/lora-resolve.ts).
+ *
+ * Cost model: the plain factor depends only on WHICH LoRA layers are active: a single LoRA whose precision
+ * matches the graph is fed as is (no copy), a combination is stacked once (fp16 widened / fp32 narrowed to
+ * the graph's dtype) and cached. The scaled factor is cached per combination AND scales, so a repeated request
+ * builds nothing and reuses the very feed objects. Both share one LRU bounded by bytes; the loaded LoRAs
+ * (src/lora, fp16 files kept fp16) are the only per-LoRA copy. Branches no LoRA touches get zero-size feeds
+ * (R = 0), which add exactly nothing.
  */
 import { LoraserveError } from '../core/errors.js';
 import type { LoraFactor, LoraLayer, ScalePlan, ScaledLayer } from '../lora/index.js';
@@ -52,38 +55,84 @@ function widenTable(): Float32Array {
   return f16Table;
 }
 
-/** Copies `src` into `dst` at `at`, converted to dst's precision (a memcpy when they agree). */
-function copyInto(dst: Data, at: number, src: LoraFactor): void {
-  const dstHalf = dst instanceof Uint16Array;
-  if (dstHalf === src instanceof Uint16Array) {
-    (dst as Float32Array).set(src as Float32Array, at);
-  } else if (dstHalf) {
-    for (let i = 0; i < src.length; i++) dst[at + i] = float32ToFloat16Bits(src[i]);
-  } else {
-    const t = widenTable();
-    for (let i = 0; i < src.length; i++) dst[at + i] = t[src[i]];
-  }
+// The loops below are split by element type so that each call site sees one array type (V8 then keeps
+// them monomorphic). Every scaled value is computed in double and rounded once to the feed's dtype.
+
+/** dst[at + i] = s · src[i]: a contiguous block (the down factors, stacked by rows). */
+function scaleRows(dst: Float32Array, at: number, src: Float32Array, s: number): void {
+  if (s === 1) dst.set(src, at);
+  else for (let i = 0; i < src.length; i++) dst[at + i] = s * src[i];
 }
 
-/** B = [s₁·up₁ | s₂·up₂ | …] as [out, R]: each s·up is computed in double and rounded once to B's dtype. */
-function scaledUp(b: LoraBranch, layers: readonly ScaledLayer[], R: number): Data {
-  const rows = b.outFeatures;
-  const half = b.dtype === 'float16';
-  const dst = half ? new Uint16Array(rows * R) : new Float32Array(rows * R);
+function scaleRowsHalf(dst: Float32Array, at: number, src: Uint16Array, s: number): void {
+  const t = widenTable();
+  for (let i = 0; i < src.length; i++) dst[at + i] = s * t[src[i]];
+}
+
+/** fp16 graphs (rare on CPU). */
+function scaleRowsToHalf(dst: Uint16Array, at: number, src: LoraFactor, s: number): void {
+  if (s === 1 && src instanceof Uint16Array) dst.set(src, at);
+  else if (src instanceof Uint16Array) for (let i = 0, t = widenTable(); i < src.length; i++) dst[at + i] = float32ToFloat16Bits(s * t[src[i]]);
+  else for (let i = 0; i < src.length; i++) dst[at + i] = float32ToFloat16Bits(s * src[i]);
+}
+
+/** dst[o, off + j] = s · src[o, j] for src [rows, r], dst [rows, R] (the up factors, side by side). */
+function scaleColumns(dst: Float32Array, R: number, off: number, src: Float32Array, r: number, s: number): void {
+  if (r === R) return scaleRows(dst, 0, src, s);
+  for (let i = 0, o = off; i < src.length; o += R - r) for (let j = 0; j < r; j++, i++, o++) dst[o] = s * src[i];
+}
+
+function scaleColumnsHalf(dst: Float32Array, R: number, off: number, src: Uint16Array, r: number, s: number): void {
+  if (r === R) return scaleRowsHalf(dst, 0, src, s);
+  const t = widenTable();
+  for (let i = 0, o = off; i < src.length; o += R - r) for (let j = 0; j < r; j++, i++, o++) dst[o] = s * t[src[i]];
+}
+
+function scaleColumnsToHalf(dst: Uint16Array, R: number, off: number, src: LoraFactor, r: number, s: number): void {
+  if (r === R) return scaleRowsToHalf(dst, 0, src, s);
+  const t = src instanceof Uint16Array ? widenTable() : undefined;
+  for (let i = 0, o = off; i < src.length; o += R - r) for (let j = 0; j < r; j++, i++, o++) dst[o] = float32ToFloat16Bits(s * (t ? t[src[i]] : src[i]));
+}
+
+/** A = [s₁·down₁ ; s₂·down₂ ; …] as [R, in·kh·kw] (s = 1 when the scale is folded into B). */
+function stackDown(b: LoraBranch, layers: readonly ScaledLayer[], R: number, scaled: boolean): Data {
+  const rowLen = b.inFeatures * b.kernel[0] * b.kernel[1];
+  const dst = b.dtype === 'float16' ? new Uint16Array(R * rowLen) : new Float32Array(R * rowLen);
   let off = 0;
   for (const { layer, scale } of layers) {
-    const r = layer.rank;
-    const up = layer.up;
-    const t = up instanceof Uint16Array ? widenTable() : undefined;
-    for (let o = 0, src = 0; o < rows; o++) {
-      const base = o * R + off;
-      if (half) for (let j = 0; j < r; j++, src++) dst[base + j] = float32ToFloat16Bits(scale * (t ? t[up[src]] : up[src]));
-      else if (t) for (let j = 0; j < r; j++, src++) dst[base + j] = scale * t[up[src]];
-      else for (let j = 0; j < r; j++, src++) dst[base + j] = scale * up[src];
-    }
-    off += r;
+    const s = scaled ? scale : 1;
+    const down = layer.down;
+    if (dst instanceof Uint16Array) scaleRowsToHalf(dst, off * rowLen, down, s);
+    else if (down instanceof Float32Array) scaleRows(dst, off * rowLen, down, s);
+    else scaleRowsHalf(dst, off * rowLen, down, s);
+    off += layer.rank;
   }
   return dst;
+}
+
+/** B = [s₁·up₁ | s₂·up₂ | …] as [out, R] (s = 1 when the scale is folded into A). */
+function stackUp(b: LoraBranch, layers: readonly ScaledLayer[], R: number, scaled: boolean): Data {
+  const n = b.outFeatures * R;
+  const dst = b.dtype === 'float16' ? new Uint16Array(n) : new Float32Array(n);
+  let off = 0;
+  for (const { layer, scale } of layers) {
+    const s = scaled ? scale : 1;
+    const up = layer.up;
+    if (dst instanceof Uint16Array) scaleColumnsToHalf(dst, R, off, up, layer.rank, s);
+    else if (up instanceof Float32Array) scaleColumns(dst, R, off, up, layer.rank, s);
+    else scaleColumnsHalf(dst, R, off, up, layer.rank, s);
+    off += layer.rank;
+  }
+  return dst;
+}
+
+/**
+ * Which factor carries the scales, and so is rebuilt for new weights: the cheaper one to write. Down is
+ * written as contiguous blocks, up as short per-row runs (about twice the cost per value on the bench), so
+ * down is chosen unless it is more than twice as long (3×3 convs, fc2-like layers).
+ */
+export function scaleOnDown(b: LoraBranch): boolean {
+  return b.inFeatures * b.kernel[0] * b.kernel[1] <= 2 * b.outFeatures;
 }
 
 /** A LoRA layer whose shapes disagree with the branch is a LORA_MISMATCH (the adapter was matched elsewhere). */
@@ -115,15 +164,15 @@ interface Entry {
 }
 
 /**
- * Stacked A and scaled B per branch, in one LRU bounded by bytes. Keys name the LoraLayer objects (a changed
- * file yields new objects, so nothing stale is ever reused) and, for B, their scales.
+ * Stacked and scaled factors per branch, in one LRU bounded by bytes. Keys name the LoraLayer objects (a
+ * changed file yields new objects, so nothing stale is ever reused) and, for the scaled factor, the scales.
  */
 export class LoraFactorCache {
   private readonly ids = new WeakMap<LoraLayer, number>();
   private nextId = 1;
   private readonly entries = new Map<string, Entry>();
-  /** A single LoRA's own down array, fed without a copy: lives as long as the layer, outside the byte budget. */
-  private readonly direct = new WeakMap<LoraLayer, HostTensor>();
+  /** A single LoRA's own unscaled factor, fed without a copy: lives as long as the layer, outside the budget. */
+  private readonly direct = { down: new WeakMap<LoraLayer, HostTensor>(), up: new WeakMap<LoraLayer, HostTensor>() };
   private held = 0;
 
   constructor(private readonly maxBytes = 512 * 2 ** 20) {}
@@ -161,36 +210,33 @@ export class LoraFactorCache {
     return tensor;
   }
 
-  /** A: the layers' down factors stacked by rows, in the branch's dtype. */
-  down(b: LoraBranch, layers: readonly ScaledLayer[]): HostTensor {
+  /** The branch's feed for one factor: scaled (keyed by the scales too) or plain (keyed by the combination). */
+  private factor(side: 'down' | 'up', b: LoraBranch, layers: readonly ScaledLayer[]): HostTensor {
+    const scaled = scaleOnDown(b) === (side === 'down');
+    const dims = side === 'down' ? downDims : upDims;
     const first = layers[0].layer;
-    if (layers.length === 1 && (first.down instanceof Uint16Array) === (b.dtype === 'float16')) {
-      let t = this.direct.get(first);
-      if (!t) this.direct.set(first, (t = tensorOf(b.dtype, first.down, downDims(b, first.rank))));
+    if (!scaled && layers.length === 1 && (first[side] instanceof Uint16Array) === (b.dtype === 'float16')) {
+      const direct = this.direct[side];
+      let t = direct.get(first);
+      if (!t) direct.set(first, (t = tensorOf(b.dtype, first[side], dims(b, first.rank))));
       return t;
     }
-    const key = `A|${b.dtype}|${layers.map((l) => this.idOf(l.layer)).join(',')}`;
+    // String(number) is exact (shortest round-trip), so equal keys mean equal scales.
+    const key = `${side}|${b.dtype}|${layers.map((l) => (scaled ? `${this.idOf(l.layer)}:${l.scale}` : this.idOf(l.layer))).join(',')}`;
     return this.cached(key, () => {
       const R = rankOf(layers);
-      const rowLen = b.inFeatures * b.kernel[0] * b.kernel[1];
-      const a = b.dtype === 'float32' ? new Float32Array(R * rowLen) : new Uint16Array(R * rowLen);
-      let off = 0;
-      for (const { layer } of layers) {
-        copyInto(a, off * rowLen, layer.down);
-        off += layer.rank;
-      }
-      return tensorOf(b.dtype, a, downDims(b, R));
+      return tensorOf(b.dtype, (side === 'down' ? stackDown : stackUp)(b, layers, R, scaled), dims(b, R));
     });
   }
 
-  /** B: the layers' up factors side by side, each times its scale, in the branch's dtype. */
+  /** A: the layers' down factors stacked by rows, in the branch's dtype. */
+  down(b: LoraBranch, layers: readonly ScaledLayer[]): HostTensor {
+    return this.factor('down', b, layers);
+  }
+
+  /** B: the layers' up factors side by side, in the branch's dtype. */
   up(b: LoraBranch, layers: readonly ScaledLayer[]): HostTensor {
-    // String(number) is exact (shortest round-trip), so equal keys mean equal scales.
-    const key = `B|${b.dtype}|${layers.map((l) => `${this.idOf(l.layer)}:${l.scale}`).join(',')}`;
-    return this.cached(key, () => {
-      const R = rankOf(layers);
-      return tensorOf(b.dtype, scaledUp(b, layers, R), upDims(b, R));
-    });
+    return this.factor('up', b, layers);
   }
 }
 

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildFeeds, emptyFeeds, LoraFactorCache } from '../../../src/engine/lora-feeds.js';
+import { buildFeeds, emptyFeeds, LoraFactorCache, scaleOnDown } from '../../../src/engine/lora-feeds.js';
 import type { LoraLayer, ScaledLayer } from '../../../src/lora/index.js';
 import type { LoraBranch, LoraBranchPlan } from '../../../src/onnx/lora-branches.js';
 import { factorToFloat32 } from '../../../src/lora/safetensors.js';
@@ -70,15 +70,17 @@ function maxDiff(a: Float64Array, b: Float64Array): number {
   return m;
 }
 
-for (const [kind, kernel] of [['linear', [1, 1]], ['conv', [1, 1]], ['conv', [3, 3]]] as const) {
+// in 6 / out 5 puts the scales on down (the shorter write), in 12 / out 5 on up; 3×3 convs always on up.
+for (const [kind, kernel, inF] of [['linear', [1, 1], 6], ['linear', [1, 1], 12], ['conv', [1, 1], 6], ['conv', [3, 3], 6]] as const) {
   for (const dtype of ['float32', 'float16'] as const) {
     for (const file of ['float32', 'float16'] as const) {
-      test(`${kind} ${kernel.join('x')} ${dtype} graph, ${file} file: one and three LoRAs give the merged delta`, () => {
-        const b = branch(kind, 6, 5, [...kernel] as [number, number], dtype);
+      test(`${kind} ${kernel.join('x')} in ${inF} ${dtype} graph, ${file} file: one and three LoRAs give the merged delta`, () => {
+        const b = branch(kind, inF, 5, [...kernel] as [number, number], dtype);
         const plan: LoraBranchPlan = { branches: [b], byModule: new Map([['m', b]]) };
         const cache = new LoraFactorCache();
         const tol = dtype === 'float32' ? 1e-6 : 2e-3;
         const l1 = layer(b, 2, 1, file), l2 = layer(b, 3, 2, file), l3 = layer(b, 1, 3, file);
+        const [scaled, plain] = scaleOnDown(b) ? (['d', 'u'] as const) : (['u', 'd'] as const);
         for (const set of [[{ lora: 'a', layer: l1, weight: 0.7, scale: 0.35 }], [
           { lora: 'a', layer: l1, weight: 0.7, scale: 0.35 },
           { lora: 'b', layer: l2, weight: -0.4, scale: -0.4 },
@@ -90,11 +92,11 @@ for (const [kind, kernel] of [['linear', [1, 1]], ['conv', [1, 1]], ['conv', [3,
           const repeat = buildFeeds(plan, new Map([['m', set.map((x) => ({ ...x }))]]), emptyFeeds(plan), cache);
           assert.equal(repeat.d, feeds.d);
           assert.equal(repeat.u, feeds.u);
-          // new weights: the down stack is reused, only the scaled up factor is new
+          // new weights: the plain factor is reused, only the one carrying the scales is new
           const reweighted = set.map((x) => ({ ...x, scale: x.scale * -2 }));
           const again = buildFeeds(plan, new Map([['m', reweighted]]), emptyFeeds(plan), cache);
-          assert.equal(again.d, feeds.d);
-          assert.notEqual(again.u, feeds.u);
+          assert.equal(again[plain], feeds[plain]);
+          assert.notEqual(again[scaled], feeds[scaled]);
           assert.ok(maxDiff(deltaFromFeeds(b, again), mergedDelta(b, reweighted)) < tol);
         }
       });
@@ -102,17 +104,22 @@ for (const [kind, kernel] of [['linear', [1, 1]], ['conv', [1, 1]], ['conv', [3,
   }
 }
 
-test('a single LoRA whose precision matches the graph feeds its own down array; copies count against the budget', () => {
-  const b = branch('linear', 6, 5, [1, 1]);
-  const plan: LoraBranchPlan = { branches: [b], byModule: new Map([['m', b]]) };
-  const cache = new LoraFactorCache();
-  const l1 = layer(b, 2, 1);
-  const feeds = buildFeeds(plan, new Map([['m', [{ lora: 'a', layer: l1, weight: 1, scale: 0.5 }]]]), emptyFeeds(plan), cache);
-  assert.equal(feeds.d.data, l1.down);
-  assert.equal(cache.bytes, 4 * 5 * 2); // only the scaled up factor
-  const half = layer(b, 2, 1, 'float16');
-  buildFeeds(plan, new Map([['m', [{ lora: 'a', layer: half, weight: 1, scale: 0.5 }]]]), emptyFeeds(plan), cache);
-  assert.equal(cache.bytes, 4 * 5 * 2 + 4 * (2 * 6 + 5 * 2)); // fp16 file, float32 graph: widened down + up
+test('a single LoRA whose precision matches the graph feeds its own unscaled factor; copies count against the budget', () => {
+  for (const inF of [6, 12]) {
+    const b = branch('linear', inF, 5, [1, 1]);
+    const plan: LoraBranchPlan = { branches: [b], byModule: new Map([['m', b]]) };
+    const onDown = scaleOnDown(b);
+    assert.equal(onDown, inF === 6);
+    const cache = new LoraFactorCache();
+    const l1 = layer(b, 2, 1);
+    const feeds = buildFeeds(plan, new Map([['m', [{ lora: 'a', layer: l1, weight: 1, scale: 0.5 }]]]), emptyFeeds(plan), cache);
+    assert.equal(onDown ? feeds.u.data : feeds.d.data, onDown ? l1.up : l1.down);
+    const scaledBytes = 4 * 2 * (onDown ? inF : 5);
+    assert.equal(cache.bytes, scaledBytes);
+    const half = layer(b, 2, 1, 'float16');
+    buildFeeds(plan, new Map([['m', [{ lora: 'a', layer: half, weight: 1, scale: 0.5 }]]]), emptyFeeds(plan), cache);
+    assert.equal(cache.bytes, scaledBytes + 4 * (2 * inF + 5 * 2)); // fp16 file, float32 graph: both widened
+  }
 });
 
 test('the cache stays within its byte budget, dropping the least recently used', () => {
