@@ -5,10 +5,11 @@
  * | -------- | ------------------------ | -------------------------------------------------------------- |
  * | `all`    | LocalQueue (in-process)  | BullmqQueue owning one BullmqRenderWorker per device           |
  * | `api`    | refused                  | BullmqQueue only: renders nothing, waits for workers to appear |
- * | `worker` | refused                  | one BullmqRenderWorker per device; no public HTTP, only health |
+ * | `worker` | refused                  | one BullmqRenderWorker per device; no public HTTP: health and metrics |
  *
  * The worker role's health server is plain node:http (the cli never imports the Fastify server for it):
- * `GET /health` answers 200 with the workers' registry view while they run, 503 once they stop.
+ * `GET /health` answers 200 with the workers' registry view while they run, 503 once they stop; `GET /metrics`
+ * gives Prometheus text for this process's workers (src/cli/worker-metrics.ts).
  */
 import { createServer, type Server } from 'node:http';
 import type { DeviceConfig } from '../core/config.js';
@@ -125,7 +126,7 @@ export function startWorkerHealth(workers: readonly MetricsWorker[], host: strin
     const path = (req.url ?? '').split('?')[0];
     if (req.method === 'GET' && path === '/metrics') {
       res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE });
-      res.end(renderWorkerMetrics(workers.map((w) => w.stats?.() ?? { id: w.id, device: w.device }), processFigures()));
+      res.end(renderWorkerMetrics(workers.map((w) => w.stats()), processFigures()));
       return;
     }
     if (req.method !== 'GET' || (path !== '/health' && path !== '/healthz')) {
@@ -135,7 +136,7 @@ export function startWorkerHealth(workers: readonly MetricsWorker[], host: strin
     const up = isUp();
     res.writeHead(up ? 200 : 503, { 'content-type': 'application/json' });
     const view = workers.map((w) => {
-      const s = w.stats?.();
+      const s = w.stats();
       return { id: w.id, device: w.device, ...(s?.state ? { state: s.state } : {}), ...(s?.jobId ? { jobId: s.jobId } : {}) };
     });
     res.end(JSON.stringify({ status: up ? 'ok' : 'stopping', role: 'worker', workers: view }));

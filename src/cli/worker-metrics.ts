@@ -18,14 +18,11 @@ export interface WorkerJobCounts {
 /** A worker's figures; only id and device are sure to be there (see MetricsWorker). */
 export type WorkerMetricsSnapshot = Pick<WorkerStats, 'id' | 'device'> & Partial<Omit<WorkerStats, 'id' | 'device'>> & { jobs?: WorkerJobCounts };
 
-/**
- * What the health server needs of a render worker. `stats` is optional while BullmqRenderWorker does not expose
- * one: without it a worker shows up by id and device only.
- */
+/** What the health server needs of a render worker (BullmqRenderWorker). */
 export interface MetricsWorker {
   readonly id: string;
   readonly device: string;
-  stats?(): WorkerMetricsSnapshot;
+  stats(): WorkerMetricsSnapshot;
 }
 
 export interface ProcessFigures {

@@ -90,6 +90,7 @@ interface Subscriber {
 }
 
 const MINUTE = 60_000;
+const ENDED_STATES = new Set(['completed', 'failed']);
 /** How long a submit waits on Redis before answering 503. */
 const SUBMIT_DEADLINE_MS = 5000;
 
@@ -280,9 +281,11 @@ export class BullmqQueue implements JobQueue {
       const jobs = (await Promise.all(queues.map((q) => q.getJobs([...states], 0, Math.max(limit * 4, 100))))).flat();
       jobs.sort((a, b) => b.timestamp - a.timestamp);
       const out: JobSummary[] = [];
-      for (const job of jobs) {
+      for (let job of jobs) {
         if (out.length >= limit) break;
-        const rec = await recordFromJob(job, await job.getState(), { redis: this.redis, keys: this.keys, queue: this.queueOf(job) ?? this.queue, withImages: false, resultsDir: this.resultsDir });
+        const state = await job.getState();
+        if (ENDED_STATES.has(state)) job = ((await (this.queueOf(job) ?? this.queue).getJob(job.id!)) as Job<WireJobData, WireOutcome> | undefined) ?? job;
+        const rec = await recordFromJob(job, state, { redis: this.redis, keys: this.keys, queue: this.queueOf(job) ?? this.queue, withImages: false, resultsDir: this.resultsDir });
         if (!options.states || options.states.includes(rec.state)) out.push(summarize(rec));
       }
       return out;
@@ -414,9 +417,11 @@ export class BullmqQueue implements JobQueue {
     const redis = this.closed ? new Redis({ ...this.connection, maxRetriesPerRequest: 1 }) : this.redis;
     const queue = this.closed ? new Queue<WireJobData, WireOutcome>(this.queueName, { connection: { ...this.connection }, prefix: this.prefix }) : this.queue;
     try {
-      const job = ((await queue.getJob(id)) as Job<WireJobData, WireOutcome> | undefined) ?? (this.closed ? undefined : await this.workerQueues.findJob(id));
+      let job = ((await queue.getJob(id)) as Job<WireJobData, WireOutcome> | undefined) ?? (this.closed ? undefined : await this.workerQueues.findJob(id));
       if (job) {
         const state = await job.getState();
+        // The job was read before its state: if it ended in between, the copy lacks its outcome. Read it again.
+        if (ENDED_STATES.has(state)) job = ((await (this.queueOf(job) ?? queue).getJob(id)) as Job<WireJobData, WireOutcome> | undefined) ?? job;
         if (state !== 'unknown') return { job, record: await recordFromJob(job, state, { redis, keys: this.keys, queue: this.queueOf(job) ?? queue, withImages: true, resultsDir: this.resultsDir }) };
       }
       const stone = await redis.get(this.keys.ended(id));

@@ -42,7 +42,7 @@ import {
 } from './bullmq-wire.js';
 import type { FileSync } from './file-sync.js';
 import type { RenderHostLike } from './local-queue.js';
-import type { JobProgress, WorkerState } from './queue.js';
+import type { JobProgress, WorkerState, WorkerStats } from './queue.js';
 
 export interface BullmqRenderWorkerOptions {
   redisUrl: string;
@@ -107,6 +107,8 @@ export class BullmqRenderWorker {
   private running: Running | undefined;
   private runningDone: Promise<unknown> | undefined;
   private crashes = 0;
+  /** Jobs this worker ended, by final state (a job handed back on shutdown is not one). */
+  private readonly ended = { done: 0, failed: 0, cancelled: 0 };
   private closing: Promise<void> | undefined;
   /** Set by close({ handBack }): a job stopped by the shutdown goes back to waiting instead of ending. */
   private handBack = false;
@@ -159,6 +161,12 @@ export class BullmqRenderWorker {
     await w.advertise();
     for (const consumer of [w.worker, w.own]) void consumer.run().catch((e: unknown) => w.logger.error({ worker: w.id, err: String(e) }, 'bullmq worker stopped'));
     return w;
+  }
+
+  /** This worker's registry view and job counts (the worker role's GET /health and GET /metrics). */
+  stats(): WorkerStats & { jobs: { done: number; failed: number; cancelled: number } } {
+    const { expiresAt: _expiresAt, queue: _queue, ...view } = this.entry();
+    return { ...view, jobs: { ...this.ended } };
   }
 
   private entry(): WireWorkerEntry {
@@ -267,6 +275,7 @@ export class BullmqRenderWorker {
       await this.redis.set(this.keys.result(id), JSON.stringify(images), 'PX', this.opts.resultTtlMs ?? 15 * MINUTE);
       await chain;
       this.warm.touch(loraSet);
+      this.ended.done++;
       return { outcome: 'done', ...base, finishedAt: Date.now(), seeds: result.seeds, infotexts: images.map((i) => i.infotext), render: result.timings, lastProgress };
     } catch (e) {
       let err = toLoraserveError(e, 'INFERENCE_FAILED');
@@ -288,6 +297,7 @@ export class BullmqRenderWorker {
         this.crashes++;
       }
       await chain;
+      this.ended[outcome]++;
       return { outcome, ...base, finishedAt: Date.now(), error: err.toJSON(), lastProgress };
     } finally {
       clearTimeout(timer);

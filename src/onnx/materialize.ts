@@ -8,7 +8,7 @@
  *   3. the model's own folder, if writable (`model.<tag>.onnx` beside model.onnx);
  *   4. otherwise a copy of the external files into the cache folder (logged: it costs disk).
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, linkSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync, accessSync, constants } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -41,7 +41,8 @@ function externalLocations(model: onnx.IModelProto): string[] {
 }
 
 function writeAtomic(path: string, bytes: Uint8Array): void {
-  const tmp = `${path}.${process.pid}.tmp`;
+  // pid alone is not unique across containers sharing a volume (every replica's node may be PID 1).
+  const tmp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   writeFileSync(tmp, bytes);
   renameSync(tmp, path);
 }
