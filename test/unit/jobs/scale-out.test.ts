@@ -11,7 +11,8 @@
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { after, before, describe, test } from 'node:test';
-import { basename } from 'node:path';
+import { mkdirSync, readdirSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import sharp from 'sharp';
 import { wireKeys, DEFAULT_PREFIX, DEFAULT_QUEUE_NAME } from '../../../src/jobs/bullmq-wire.js';
 import { redisServerAvailable, startRedis, type TestRedis } from '../../helpers/redis.js';
@@ -166,12 +167,16 @@ describe('scale-out: 40 jobs, four LoRA sets, three APIs', { skip }, () => {
     [tiny, redis] = await Promise.all([makeTinyModel({ loras: 3 }), startRedis()]);
     const loraDir = `${tiny.modelDir}/loras`;
     subs = plan(tiny.loras.map((f) => basename(f, '.safetensors')));
-    // Both workers read the one LoRA folder for now. When workers fetch LoRA files from the API instead (issue #10,
-    // src/jobs/file-sync.ts), give each worker its own empty --lora-dir here and keep the rest of the test as is.
-    const workerArgs = ['--role', 'worker', '--redis', redis.url, '--model', tiny.modelDir, '--lora-dir', loraDir, '--stall-check', '2'];
     single = spawnServe(['--model', tiny.modelDir, '--lora-dir', loraDir, '--max-queue', '64']);
     api = spawnServe(['--role', 'api', '--redis', redis.url, '--lora-dir', loraDir, '--max-queue', '64']);
-    workers = [spawnServe(workerArgs), spawnServe(workerArgs)];
+    // No shared disk: each worker has its own empty LoRA folder and fetches the files jobs name from the API, by
+    // sha256, into its own cache (--api-url).
+    const apiUrl = await api.url();
+    workers = [0, 1].map((k) => {
+      const own = join(tiny.root, `worker-${k}`);
+      mkdirSync(join(own, 'loras'), { recursive: true });
+      return spawnServe(['--role', 'worker', '--redis', redis.url, '--model', tiny.modelDir, '--lora-dir', join(own, 'loras'), '--api-url', apiUrl, '--cache-dir', join(own, 'cache'), '--stall-check', '2']);
+    });
     await Promise.all([single, api].map((p) => p.waitFor((l) => l.msg === 'ready')));
     refs = await references(await single.url(), subs);
   });
@@ -229,6 +234,10 @@ describe('scale-out: 40 jobs, four LoRA sets, three APIs', { skip }, () => {
       const rerun = await jobView(base, victim.jobId);
       assert.equal(rerun.state, 'done');
       assert.ok(ids[1 - victim.worker].ids.includes(rerun.worker ?? ''), `the survivor finished job ${victim.jobId} (worker ${rerun.worker})`);
+      // The survivor got its LoRAs from the API into its cache; its own LoRA folder stayed empty.
+      const own = join(tiny.root, `worker-${1 - victim.worker}`);
+      assert.ok(readdirSync(join(own, 'cache', 'blobs')).length >= 3, 'the LoRA files were fetched into the worker cache');
+      assert.deepEqual(readdirSync(join(own, 'loras')), []);
       // The API and the surviving worker still stop cleanly.
       assert.equal(await api.stop(), 0);
       assert.equal(await workers[1 - victim.worker].stop(), 0);
