@@ -98,6 +98,20 @@ test('UNet: branches (kohya + LoCon 3x3 + PEFT at 0.7 / -0.4 / 1.3) equal merged
   assert.ok(conv3 > 0, 'the model has 3x3 conv branches');
 });
 
+test('UNet: rank-0 feeds give the unmodified graph\'s output bit for bit', async () => {
+  const sig = model.unetSig;
+  const feeds: Record<string, HostTensor> = {
+    [sig.sample]: { type: 'float32', data: Float32Array.from({ length: 2 * 4 * 64 }, (_, i) => Math.sin(i)), dims: [2, 4, 8, 8] },
+    [sig.timestep]: { type: 'float32', data: new Float32Array([500, 500]), dims: [2] },
+    [sig.context]: { type: 'float32', data: Float32Array.from({ length: 2 * 77 * sig.contextDim }, (_, i) => Math.cos(i)), dims: [2, 77, sig.contextDim] },
+  };
+  const plain = await OnnxSession.create(join(tiny.modelDir, 'unet', 'model.onnx'), { device: { kind: 'cpu' }, label: 'unet (unmodified)' });
+  const reference = (await plain.run(feeds))[sig.output].data as Float32Array;
+  await plain.release();
+  const branched = (await model.unet.run({ ...feeds, ...model.lora.unet.empty }))[sig.output].data as Float32Array;
+  assert.deepEqual(branched, reference);
+});
+
 test('text encoder: branches equal merged weights', async () => {
   const ids = new Int32Array(2 * 77).fill(model.tokenizer.eosId);
   ids.set(model.tokenizer.encodeForModel('cute 1girl, brown cat ears'));
