@@ -14,11 +14,12 @@
  * shared queue.
  */
 import { Queue, QueueEvents, type Job } from 'bullmq';
-import { loraSetKey, warmCandidates } from './bullmq-affinity.js';
+import { loraSetKey } from './bullmq-affinity.js';
+import { withDeadline } from './bullmq-deadline.js';
 import { WorkerQueueSet } from './bullmq-worker-queues.js';
 import { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
-import { LoraserveError, isLoraserveError } from '../core/errors.js';
+import { LoraserveError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { silentLogger } from '../core/logger.js';
 import type { RenderRequest } from '../engine/request.js';
@@ -91,8 +92,6 @@ interface Subscriber {
 
 const MINUTE = 60_000;
 const ENDED_STATES = new Set(['completed', 'failed']);
-/** How long a submit waits on Redis before answering 503. */
-const SUBMIT_DEADLINE_MS = 5000;
 
 export class BullmqQueue implements JobQueue {
   private readonly opts: Required<Omit<BullmqQueueOptions, 'redisUrl' | 'queueName' | 'prefix' | 'workers' | 'logger' | 'resultsDir' | 'filesFor'>>;
@@ -243,7 +242,7 @@ export class BullmqQueue implements JobQueue {
         });
       }
       const keep = { age: Math.ceil(this.opts.keepFinishedMs / 1000), count: this.opts.keepFinished };
-      const target = await this.routeTarget(id, loraSet);
+      const target = this.opts.affinity && loraSet ? await this.workerQueues.route(await this.liveWorkers(), loraSet, id) : undefined;
       if (target) await this.redis.set(this.keys.route(id), target.name, 'PX', data.timeoutMs + this.opts.keepFinishedMs + 10 * MINUTE);
       await (target ?? this.queue).add('render', data, { jobId: id, attempts: 1, removeOnComplete: keep, removeOnFail: keep });
       if (loraSet) this.affinityTotals[target ? 'routed' : 'shared']++;
@@ -348,7 +347,7 @@ export class BullmqQueue implements JobQueue {
 
   async stats(): Promise<QueueStats> {
     return this.withRedis('read', async () => {
-      const [counts, workers] = await Promise.all([this.jobCounts(), this.liveWorkers()]);
+      const [counts, workers] = await Promise.all([this.workerQueues.jobCounts(), this.liveWorkers()]);
       const { wait: queued, active: running } = counts;
       return {
         accepting: this.accepting,
@@ -421,8 +420,10 @@ export class BullmqQueue implements JobQueue {
       if (job) {
         const state = await job.getState();
         // The job was read before its state: if it ended in between, the copy lacks its outcome. Read it again.
-        if (ENDED_STATES.has(state)) job = ((await (this.queueOf(job) ?? queue).getJob(id)) as Job<WireJobData, WireOutcome> | undefined) ?? job;
-        if (state !== 'unknown') return { job, record: await recordFromJob(job, state, { redis, keys: this.keys, queue: this.queueOf(job) ?? queue, withImages: true, resultsDir: this.resultsDir }) };
+        // After close() only the temporary connections above are open.
+        const own = this.closed ? queue : (this.queueOf(job) ?? queue);
+        if (ENDED_STATES.has(state)) job = ((await own.getJob(id)) as Job<WireJobData, WireOutcome> | undefined) ?? job;
+        if (state !== 'unknown') return { job, record: await recordFromJob(job, state, { redis, keys: this.keys, queue: own, withImages: true, resultsDir: this.resultsDir }) };
       }
       const stone = await redis.get(this.keys.ended(id));
       return stone ? { record: tombstoneRecord(id, JSON.parse(stone)) } : undefined;
@@ -491,36 +492,13 @@ export class BullmqQueue implements JobQueue {
   }
 
   private async waitingBeyondWorkers(): Promise<number> {
-    const [counts, workers] = await Promise.all([this.jobCounts(), this.liveWorkers()]);
+    const [counts, workers] = await Promise.all([this.workerQueues.jobCounts(), this.liveWorkers()]);
     return Math.max(0, counts.wait + counts.active - workers.length);
-  }
-
-  /** Waiting and running jobs over the shared queue and every worker's own. */
-  private async jobCounts(): Promise<{ wait: number; active: number }> {
-    const all = await Promise.all([this.queue, ...this.workerQueues.queues()].map((q) => q.getJobCounts('wait', 'active')));
-    return all.reduce<{ wait: number; active: number }>((t, c) => ({ wait: t.wait + (c.wait ?? 0), active: t.active + (c.active ?? 0) }), { wait: 0, active: 0 });
   }
 
   /** The Queue object of the queue a job lives in (shared or a worker's). */
   private queueOf(job: Job<WireJobData, WireOutcome>): Queue<WireJobData, WireOutcome> | undefined {
     return job.queueName === this.queue.name ? this.queue : this.workerQueues.get(job.queueName);
-  }
-
-  /**
-   * Affinity routing: an idle worker with the job's LoRA set warm, claimed for a moment so that a second submit
-   * does not pick it too (the worker drops the claim when it takes the job). None: the shared queue.
-   */
-  private async routeTarget(id: string, loraSet: string): Promise<Queue<WireJobData, WireOutcome> | undefined> {
-    if (!this.opts.affinity || !loraSet) return undefined;
-    for (const w of warmCandidates(await this.liveWorkers(), loraSet)) {
-      let queue = this.workerQueues.get(w.queue!);
-      if (!queue) {
-        await this.workerQueues.sync();
-        queue = this.workerQueues.get(w.queue!);
-      }
-      if (queue && (await this.redis.set(this.keys.claim(w.id), id, 'PX', 5000, 'NX'))) return queue;
-    }
-    return undefined;
   }
 
   private async retryAfterSeconds(waiting: number): Promise<number> {
@@ -529,27 +507,7 @@ export class BullmqQueue implements JobQueue {
     return Math.min(3600, Math.max(1, s));
   }
 
-  /**
-   * Runs Redis work with a deadline. Redis being away is a 503 the client may retry: QUEUE_UNAVAILABLE with a
-   * Retry-After.
-   */
-  private async withRedis<T>(what: string, f: () => Promise<T>): Promise<T> {
-    if (this.redis.status !== 'ready' && !this.closed) throw unavailable(what, this.redis.status);
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      return await Promise.race([
-        f(),
-        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(unavailable(what, 'timeout')), SUBMIT_DEADLINE_MS))),
-      ]);
-    } catch (e) {
-      if (isLoraserveError(e)) throw e;
-      throw unavailable(what, e instanceof Error ? e.message : String(e));
-    } finally {
-      clearTimeout(timer);
-    }
+  private withRedis<T>(what: string, f: () => Promise<T>): Promise<T> {
+    return withDeadline(this.redis, this.closed, what, f);
   }
-}
-
-function unavailable(what: string, why: string): LoraserveError {
-  return new LoraserveError('QUEUE_UNAVAILABLE', `the job queue (Redis) is unavailable; ${what} failed (${why})`, { reason: 'queue-unavailable', retryAfterSeconds: 5 });
 }

@@ -1,13 +1,13 @@
 /**
  * The API side's view of the render workers' own queues (LoRA-affinity routing, see bullmq-affinity.ts): a
  * BullMQ `Queue` and `QueueEvents` per worker queue named in the registry set, so routed jobs can be added,
- * read, cancelled and heard like shared ones; and the sweep that empties the queue of a worker that stopped
+ * read, cancelled and heard like shared ones; the submit-time choice of a warm worker's queue; and the sweep that empties the queue of a worker that stopped
  * heartbeating and removes the queue once its finished jobs' records have expired.
  */
 import { Queue, QueueEvents, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../core/logger.js';
-import { moveWorkerQueueJobs } from './bullmq-affinity.js';
+import { moveWorkerQueueJobs, warmCandidates } from './bullmq-affinity.js';
 import type { redisOptionsFromUrl, WireJobData, WireKeys, WireOutcome, WireWorkerEntry } from './bullmq-wire.js';
 
 type RQueue = Queue<WireJobData, WireOutcome>;
@@ -113,6 +113,25 @@ export class WorkerQueueSet {
         await this.o.redis.del(lock).catch(() => undefined);
       }
     }
+  }
+
+  /** Waiting and running jobs over the shared queue and every worker's own. */
+  async jobCounts(): Promise<{ wait: number; active: number }> {
+    const all = await Promise.all([this.o.shared, ...this.queues()].map((q) => q.getJobCounts('wait', 'active')));
+    return all.reduce<{ wait: number; active: number }>((t, c) => ({ wait: t.wait + (c.wait ?? 0), active: t.active + (c.active ?? 0) }), { wait: 0, active: 0 });
+  }
+
+  /**
+   * Affinity routing: the queue of an idle worker with the job's LoRA set warm, claimed for a moment so that a
+   * second submit does not pick it too (the worker drops the claim when it takes the job). None: undefined.
+   */
+  async route(live: readonly WireWorkerEntry[], loraSet: string, jobId: string): Promise<RQueue | undefined> {
+    for (const w of warmCandidates(live, loraSet)) {
+      if (!this.entries.has(w.queue!)) await this.sync();
+      const queue = this.get(w.queue!);
+      if (queue && (await this.o.redis.set(this.o.keys.claim(w.id), jobId, 'PX', 5000, 'NX'))) return queue;
+    }
+    return undefined;
   }
 
   async close(): Promise<void> {
