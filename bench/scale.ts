@@ -12,11 +12,13 @@
  * Prints, in one run:
  *   1. throughput (images/s) of the single-process server (in-process queue, one worker) vs the BullMQ path with
  *      one and with two workers, `--jobs` jobs from as many closed-loop clients as workers + 1, cycling LoRA sets;
- *   2. over 6 LoRA sets, two cold workers, affinity routing on vs off: warm-LoRA hit rate (jobs whose set was
- *      already prepared on the worker that ran them) and throughput;
+ *   2. over 6 LoRA sets, two cold workers whose LoRA caches hold about 3 of the 5 LoRAs (`--lora-cache-mb` as a
+ *      real deployment bounds it; unbounded, every worker soon holds everything and routing cannot matter), with
+ *      1 and 2 closed-loop clients, affinity routing on vs off: warm-LoRA hit rate (jobs whose set was already
+ *      prepared on the worker that ran them) and throughput;
  *   3. the added latency of the Redis path over the in-process path for one small render (sequential, median).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -95,11 +97,11 @@ interface Cluster {
 }
 
 let clusterNo = 0;
-async function bullmqCluster(workers: number, affinity = true): Promise<Cluster> {
+async function bullmqCluster(workers: number, affinity = true, loraCacheBytes?: number): Promise<Cluster> {
   const queueName = `bench-${++clusterNo}`;
   const ws = await Promise.all(
     Array.from({ length: workers }, async (_, i) => {
-      const host = await RenderHost.start(modelDir!, device, undefined, { loraDir });
+      const host = await RenderHost.start(modelDir!, device, undefined, { loraDir, loraCacheBytes });
       return BullmqRenderWorker.start({ redisUrl: redis.url, host, device: 'cpu', id: `w${i}`, queueName });
     }),
   );
@@ -166,23 +168,27 @@ try {
   const single = rows[0][1];
   console.log(`   ratios to single process: BullMQ 1 worker ${fmt(rows[1][1] / single)}×, 2 workers ${fmt(rows[2][1] / single)}×`);
 
-  // 2. Affinity on vs off, cold workers, 6 LoRA sets.
-  console.log(`\n2. LoRA-affinity routing, 2 cold workers, ${affinityJobs} jobs over ${SETS.length} LoRA sets, 2 closed-loop clients`);
-  const aff: Record<string, { hit: number; perSecond: number }> = {};
-  for (const on of [false, true]) {
-    const c = await bullmqCluster(2, on);
-    try {
-      const r = await throughput(c.queue, affinityJobs, 2, SETS);
-      const a = (await c.queue.stats()).affinity!;
-      aff[on ? 'on' : 'off'] = { hit: a.warmHits / Math.max(1, a.warmRuns), perSecond: r.perSecond };
-      console.log(
-        `   affinity ${on ? 'on ' : 'off'}: warm-LoRA hit rate ${fmt((100 * a.warmHits) / Math.max(1, a.warmRuns), 1)} % (${a.warmHits}/${a.warmRuns}), routed to a warm worker ${a.routed}, shared ${a.shared}; ${fmt(r.perSecond)} images/s`,
-      );
-    } finally {
-      await c.close();
+  // 2. Affinity on vs off, cold workers, 6 LoRA sets, LoRA caches that hold about 3 of the 5 LoRAs.
+  const loraBytes = readdirSync(loraDir).filter((f) => f.endsWith('.safetensors')).map((f) => statSync(join(loraDir, f)).size);
+  const cacheBytes = Math.round((loraBytes.reduce((a, b) => a + b, 0) * 3) / loraBytes.length);
+  console.log(`\n2. LoRA-affinity routing, 2 cold workers, ${affinityJobs} jobs over ${SETS.length} LoRA sets, LoRA cache ${(cacheBytes / 1024).toFixed(0)} KiB per worker (~3 of the 5 LoRAs)`);
+  for (const clients of [1, 2]) {
+    const aff: Record<string, { hit: number; perSecond: number }> = {};
+    for (const on of [false, true]) {
+      const c = await bullmqCluster(2, on, cacheBytes);
+      try {
+        const r = await throughput(c.queue, affinityJobs, clients, SETS);
+        const a = (await c.queue.stats()).affinity!;
+        aff[on ? 'on' : 'off'] = { hit: a.warmHits / Math.max(1, a.warmRuns), perSecond: r.perSecond };
+        console.log(
+          `   ${clients} client(s), affinity ${on ? 'on ' : 'off'}: warm-LoRA hit rate ${fmt((100 * a.warmHits) / Math.max(1, a.warmRuns), 1)} % (${a.warmHits}/${a.warmRuns}), sent to a warm worker ${a.routed}, shared ${a.shared}; ${fmt(r.perSecond)} images/s`,
+        );
+      } finally {
+        await c.close();
+      }
     }
+    console.log(`   ${clients} client(s), on vs off: hit rate ${fmt(aff.on.hit * 100, 1)} % vs ${fmt(aff.off.hit * 100, 1)} %, throughput ${fmt(aff.on.perSecond / aff.off.perSecond)}×`);
   }
-  console.log(`   on/off: hit rate ${fmt(aff.on.hit * 100, 1)} % vs ${fmt(aff.off.hit * 100, 1)} %, throughput ${fmt(aff.on.perSecond / aff.off.perSecond)}×`);
 
   // 3. Latency of one small render: in-process vs Redis path.
   console.log(`\n3. one render at a time, ${repeat} renders (median), no LoRA`);

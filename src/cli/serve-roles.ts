@@ -50,6 +50,8 @@ export interface QueueSettings {
   maxResultBytes: number;
   /** BullMQ lock duration and stalled-job check period: how soon a dead worker's job is rerun elsewhere. */
   stallCheckMs: number;
+  /** Byte bound of each render thread's parsed-LoRA cache. */
+  loraCacheBytes?: number;
   /** Shared folder for result PNGs instead of Redis (Redis roles). */
   resultsDir?: string;
   /** API side: the LoRA files a request needs, carried in the job (src/engine/job-files.ts). */
@@ -72,7 +74,7 @@ export async function startRenderWorkers(s: QueueSettings): Promise<BullmqRender
   return Promise.all(
     s.devices.map(async (device) => {
       const logger = s.logger.child?.({ device: deviceLabel(device) }) ?? s.logger;
-      const host = await RenderHost.start(modelDir, device, logger, { loraDir: s.loraDir, embeddingsDir: s.embeddingsDir });
+      const host = await RenderHost.start(modelDir, device, logger, { loraDir: s.loraDir, embeddingsDir: s.embeddingsDir, loraCacheBytes: s.loraCacheBytes });
       return BullmqRenderWorker.start({
         redisUrl,
         host,
@@ -97,6 +99,7 @@ export async function makeServeQueue(s: QueueSettings): Promise<JobQueue> {
       modelDir: s.modelDir,
       loraDir: s.loraDir,
       embeddingsDir: s.embeddingsDir,
+      loraCacheBytes: s.loraCacheBytes,
       devices: s.devices,
       maxQueued: s.maxQueued,
       defaultTimeoutMs: s.defaultTimeoutMs,

@@ -4,7 +4,7 @@
  * Every flag has an environment variable (flag wins): HOST, PORT, MODEL, MODELS_DIR, LORA_DIR, EMBEDDINGS_DIR,
  * DEVICE, DEVICE_ID, THREADS, API_KEY, CORS_ORIGIN, MAX_QUEUE, JOB_TIMEOUT, MAX_STEPS, MAX_PIXELS, MAX_BATCH,
  * MAX_UPLOAD_MB, MAX_PROMPT_CHARS, PREVIEW_EVERY, SHUTDOWN_GRACE, LOG_LEVEL, REDIS_URL, ROLE, RESULT_TTL, MAX_RESULT_MB, STALL_CHECK, AFFINITY, RESULTS_DIR, API_URL,
- * CACHE_DIR, CACHE_MB.
+ * CACHE_DIR, CACHE_MB, LORA_CACHE_MB.
  *
  * Roles (serve-roles.ts): `all` (default) renders and serves HTTP — in-process without Redis, on BullMQ with it;
  * with `--redis`, `api` serves HTTP and renders nothing, `worker` renders and serves only GET /health.
@@ -68,6 +68,8 @@ const HELP = `usage: loraserve serve [options]          (every option also reads
                          (API_URL; --api-key is sent; default: read --lora-dir and --embeddings-dir directly)
   --cache-dir DIR        with --api-url: the file cache (CACHE_DIR; default <models-dir>/file-cache)
   --cache-mb N           with --api-url: its size bound, least recently used files go first (CACHE_MB; default 4096)
+  --lora-cache-mb N      parsed LoRAs each render worker keeps ready, least recently used go first
+                         (LORA_CACHE_MB; default 1024)
   --affinity on|off      with --redis: send a job to an idle worker that has its LoRA set warm (AFFINITY;
                          default on); off = every job to the shared queue
   --log-level LEVEL      debug, info, warn, error (LOG_LEVEL; default info); logs are JSON lines on stdout
@@ -106,6 +108,7 @@ const OPTIONS = {
   'api-url': { type: 'string' },
   'cache-dir': { type: 'string' },
   'cache-mb': { type: 'string' },
+  'lora-cache-mb': { type: 'string' },
   'no-docs': { type: 'boolean' },
 } as const;
 
@@ -141,6 +144,7 @@ const ENV: Record<string, string> = {
   'api-url': 'API_URL',
   'cache-dir': 'CACHE_DIR',
   'cache-mb': 'CACHE_MB',
+  'lora-cache-mb': 'LORA_CACHE_MB',
 };
 
 /** Flags over environment: an unset flag takes its variable (empty counts as unset). */
@@ -236,6 +240,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     resultTtlMs: num(flags, 'result-ttl', 900, { min: 1 }) * 1000,
     maxResultBytes: num(flags, 'max-result-mb', 64, { min: 1 }) * 1024 * 1024,
     stallCheckMs: num(flags, 'stall-check', 30, { min: 0.2, max: 3600 }) * 1000,
+    loraCacheBytes: num(flags, 'lora-cache-mb', 1024, { min: 1 }) * 1024 * 1024,
     affinity: oneOf(flags, 'affinity', ['on', 'off'] as const, 'on') === 'on',
     resultsDir: resultsDir(str(flags, 'results-dir') || undefined, redisUrl),
     logger: log.child({ component: 'jobs' }),

@@ -163,6 +163,17 @@ export class BullmqRenderWorker {
     return w;
   }
 
+  /**
+   * The recently rendered LoRA sets whose every LoRA the render thread still holds parsed and prepared (as of its
+   * last result): what it can start without a preparation. A host that reports no cache keeps the recent list.
+   */
+  private warmNow(): string[] {
+    const cached = this.opts.host.loraCache?.cached;
+    if (!cached) return this.warm.list();
+    const have = new Set(cached);
+    return this.warm.list().filter((set) => set.split('+').every((n) => have.has(n.replace(/@[0-9a-f]+$/, ''))));
+  }
+
   /** This worker's registry view and job counts (the worker role's GET /health and GET /metrics). */
   stats(): WorkerStats & { jobs: { done: number; failed: number; cancelled: number } } {
     const { expiresAt: _expiresAt, queue: _queue, ...view } = this.entry();
@@ -187,7 +198,7 @@ export class BullmqRenderWorker {
       model,
       crashes: this.crashes,
       loraCache: this.opts.host.loraCache,
-      warmSets: this.warm.list(),
+      warmSets: this.warmNow(),
       queue: this.ownQueueName,
       expiresAt: Date.now() + Math.max(3 * beat, 10_000),
     };
@@ -247,7 +258,7 @@ export class BullmqRenderWorker {
     };
     let lastProgress: JobProgress | undefined;
     const loraSet = data.loraSet ?? loraSetKey(data.request);
-    const base = { worker: this.id, startedAt, ...(routed ? { routed } : {}), ...(loraSet ? { warmHit: this.warm.has(loraSet) } : {}) };
+    const base = { worker: this.id, startedAt, ...(routed ? { routed } : {}), ...(loraSet ? { warmHit: this.warmNow().includes(loraSet) } : {}) };
     let timer: NodeJS.Timeout | undefined;
     try {
       await this.advertise();

@@ -50,6 +50,8 @@ export interface LocalQueueOptions {
   loraDir?: string;
   /** Textual-inversion embeddings folder the workers read. */
   embeddingsDir?: string;
+  /** Byte bound of each worker's parsed-LoRA cache; default 1 GiB. */
+  loraCacheBytes?: number;
   /** One worker per entry; default one CPU worker. */
   devices?: DeviceConfig[];
   /** How workers are started; default `RenderHost.start(modelDir, device, logger)`. */
@@ -99,7 +101,7 @@ function deviceLabel(d: DeviceConfig): string {
 const MINUTE = 60_000;
 
 export class LocalQueue implements JobQueue {
-  private readonly opts: Required<Omit<LocalQueueOptions, 'modelDir' | 'loraDir' | 'embeddingsDir' | 'hostFactory' | 'devices' | 'logger'>>;
+  private readonly opts: Required<Omit<LocalQueueOptions, 'modelDir' | 'loraDir' | 'embeddingsDir' | 'loraCacheBytes' | 'hostFactory' | 'devices' | 'logger'>>;
   private readonly logger: Logger;
   private readonly workers: Worker[];
   private readonly jobs = new Map<string, Job>();
@@ -129,7 +131,7 @@ export class LocalQueue implements JobQueue {
       options.hostFactory ??
       ((device, logger) => {
         if (!options.modelDir) throw new LoraserveError('INVALID_ARGUMENT', 'LocalQueue needs modelDir or hostFactory');
-        return RenderHost.start(options.modelDir, device, logger, { loraDir: options.loraDir, embeddingsDir: options.embeddingsDir });
+        return RenderHost.start(options.modelDir, device, logger, { loraDir: options.loraDir, embeddingsDir: options.embeddingsDir, loraCacheBytes: options.loraCacheBytes });
       });
     const devices = options.devices?.length ? options.devices : [{ kind: 'cpu' as const }];
     const seen = new Map<string, number>();

@@ -25,10 +25,12 @@ export interface LoraCacheStats {
   evictions: number;
   entries: number;
   bytes: number;
+  /** LoRA names whose parsed, prepared form the worker holds now. */
+  cached?: string[];
 }
 
 export type HostToWorker =
-  | { type: 'load'; modelDir: string; device: DeviceConfig; loraDir?: string; embeddingsDir?: string }
+  | { type: 'load'; modelDir: string; device: DeviceConfig; loraDir?: string; embeddingsDir?: string; loraCacheBytes?: number }
   | { type: 'render'; id: string; request: RenderRequest; cancelFlag: Int32Array; rescanLoras?: boolean }
   | { type: 'shutdown' };
 

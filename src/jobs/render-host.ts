@@ -28,6 +28,12 @@ interface Pending {
   cancelFlag: Int32Array;
 }
 
+export interface RenderHostFolders {
+  loraDir?: string;
+  embeddingsDir?: string;
+  loraCacheBytes?: number;
+}
+
 const ENTRY = new URL('./worker-entry.mjs', import.meta.url);
 
 export class RenderHost {
@@ -35,6 +41,8 @@ export class RenderHost {
   readonly device: DeviceConfig;
   readonly loraDir: string | undefined;
   readonly embeddingsDir: string | undefined;
+  /** Byte bound of the render thread's parsed-LoRA cache (default: the library's, 1 GiB). */
+  readonly loraCacheBytes: number | undefined;
   private readonly logger: Logger;
   private worker: Worker | null = null;
   private info: ModelInfo | null = null;
@@ -44,16 +52,17 @@ export class RenderHost {
   private queue: Promise<unknown> = Promise.resolve();
   private closing = false;
 
-  private constructor(modelDir: string, device: DeviceConfig, logger: Logger, dirs: { loraDir?: string; embeddingsDir?: string }) {
+  private constructor(modelDir: string, device: DeviceConfig, logger: Logger, dirs: RenderHostFolders) {
     this.modelDir = modelDir;
     this.device = device;
     this.logger = logger;
     this.loraDir = dirs.loraDir;
     this.embeddingsDir = dirs.embeddingsDir;
+    this.loraCacheBytes = dirs.loraCacheBytes;
   }
 
   /** Starts a worker thread and loads the model (and the LoRA and embeddings folders, when given) in it. */
-  static async start(modelDir: string, device: DeviceConfig, logger: Logger = silentLogger, opts: { loraDir?: string; embeddingsDir?: string } = {}): Promise<RenderHost> {
+  static async start(modelDir: string, device: DeviceConfig, logger: Logger = silentLogger, opts: RenderHostFolders = {}): Promise<RenderHost> {
     const host = new RenderHost(modelDir, device, logger, opts);
     await host.spawn();
     return host;
@@ -111,7 +120,7 @@ export class RenderHost {
       };
       worker.on('error', (e) => onDeath(e.message));
       worker.on('exit', (code) => onDeath(`exit code ${code}`));
-      this.send({ type: 'load', modelDir: this.modelDir, device: this.device, loraDir: this.loraDir, embeddingsDir: this.embeddingsDir });
+      this.send({ type: 'load', modelDir: this.modelDir, device: this.device, loraDir: this.loraDir, embeddingsDir: this.embeddingsDir, loraCacheBytes: this.loraCacheBytes });
     });
   }
 

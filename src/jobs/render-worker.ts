@@ -38,7 +38,7 @@ async function handle(msg: HostToWorker): Promise<void> {
         if (model) await model.release();
         library?.close();
         model = await loadModel(msg.modelDir, { device: msg.device, logger });
-        library = msg.loraDir ? await LoraLibrary.open(msg.loraDir, { logger }) : undefined;
+        library = msg.loraDir ? await LoraLibrary.open(msg.loraDir, { logger, cacheBytes: msg.loraCacheBytes }) : undefined;
         library?.watch();
         resolver = new LoraResolver(model, library, { logger });
         embeddings = msg.embeddingsDir ? await EmbeddingLibrary.open(msg.embeddingsDir) : undefined;
@@ -94,7 +94,7 @@ async function handle(msg: HostToWorker): Promise<void> {
 function loraCacheStats() {
   if (!resolver || !library) return undefined;
   const c = library.cacheStats();
-  return { ...resolver.counters, entries: c.entries, bytes: c.bytes + resolver.stackedBytes };
+  return { ...resolver.counters, entries: c.entries, bytes: c.bytes + resolver.stackedBytes, cached: model ? library.cachedNames([...model.lora.te.targets, ...model.lora.unet.targets]) : [] };
 }
 
 // One message at a time, in order: a render never overlaps a load.

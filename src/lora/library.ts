@@ -321,6 +321,14 @@ export class LoraLibrary {
     return p;
   }
 
+  /** Names whose current file is parsed for these targets and held in the cache (what a worker has warm). */
+  cachedNames(targets: readonly LoraTarget[]): string[] {
+    const tk = targetsKey(targets);
+    const out: string[] = [];
+    for (const e of this.entries.values()) if (this.adapters.has(`${e.file}|${e.size}|${e.mtimeMs}|${tk}`)) out.push(e.name);
+    return out.sort();
+  }
+
   /** Bytes and count of parsed adapters held. */
   cacheStats(): { bytes: number; entries: number; maxBytes: number } {
     return { bytes: this.adapters.bytes, entries: this.adapters.size, maxBytes: this.adapters.maxBytes };

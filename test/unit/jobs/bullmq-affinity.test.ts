@@ -113,6 +113,30 @@ if (!redisServerAvailable() && !process.env.CI) {
     }
   });
 
+  test("a set the render thread no longer holds (evicted from its LoRA cache) is not advertised warm, and not routed to", async () => {
+    const queueName = `aff-${++n}`;
+    const host = Object.assign(new FakeHost(5), { loraCache: { hits: 0, misses: 0, evictions: 0, entries: 1, bytes: 1, cached: ['catears'] } });
+    const worker = await BullmqRenderWorker.start({ redisUrl: redis.url, host, device: 'cpu', queueName, id: 'only', heartbeatMs: 200 });
+    const api = new BullmqQueue({ redisUrl: redis.url, queueName, sweepMs: 200 });
+    try {
+      await api.ready();
+      const run = async (loras: { name: string; weight: number }[]) => (await waitForJob(api, (await api.submit(smallRequest({ loras }))).id)).state;
+      assert.equal(await run([{ name: 'catears', weight: 1 }]), 'done');
+      assert.equal(await run([{ name: 'idol', weight: 1 }]), 'done');
+      await new Promise((r) => setTimeout(r, 50));
+      // idol was rendered but the host's cache holds only catears: only catears is warm.
+      assert.deepEqual(worker.stats().warmSets, ['catears']);
+      assert.equal(await run([{ name: 'idol', weight: 0.5 }]), 'done');
+      assert.equal(await run([{ name: 'catears', weight: 0.5 }]), 'done');
+      const a = (await api.stats()).affinity!;
+      assert.equal(a.routed, 1, 'only the catears job was routed');
+      assert.equal(a.warmHits, 1);
+    } finally {
+      await api.close(0);
+      await worker.close(0);
+    }
+  });
+
   test('affinity off: every job goes to the shared queue', async () => {
     const c = await cluster({ affinity: false });
     try {
