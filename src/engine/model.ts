@@ -141,8 +141,7 @@ export async function loadModel(dir: string, opts: LoadOptions): Promise<LoadedM
     const { model: proto, dir } = await readModel(path);
     if (part === 'te') teRewrite = rewriteTextEncoder(proto);
     const layers = discoverTargetLayers(proto);
-    // FusedConv (conv + added input in one kernel) is a CPU-provider contrib op; other providers get Conv + Add.
-    const plan = addLoraBranches(proto, layers, { fusedConvAdd: opts.device.kind === 'cpu' });
+    const plan = addLoraBranches(proto, layers);
     const mat = materializeModel(proto, { modelDir: dir, tag: 'lora', cacheRoot: opts.cacheDir, logger });
     const session = await open(mat.kind === 'file' ? mat.path : mat.bytes, label);
     const targets: LoraTarget[] = layers.map((l) => ({

@@ -13,8 +13,8 @@
  * Why so few nodes: each node costs onnxruntime a fixed few microseconds per run whatever its size, and a
  * branch is added to ~350 layers (bench/lora.ts, tiny preset). The Transposes are written as plain ONNX and
  * onnxruntime's level-2 optimizer folds each Transpose + MatMul into one FusedMatMul (checked on the optimized
- * graph); on CPU, float32 conv branches end in com.microsoft FusedConv, whose fourth input Z is added to the
- * convolution's output, so the up conv and the Add are one kernel (opt-in, as other providers may not run it).
+ * graph). Not used: com.microsoft FusedConv with the layer's output as its added input Z (up conv + Add in one
+ * kernel) saved ~0.5 ms per tiny step but cost ~5 % of a 512² SD1.5-shaped step at rank 16.
  *
  * Why inputs and not initializers: feeding a value for an initializer that is also a graph input is
  * silently ignored by onnxruntime-node 1.30, so weights cannot be swapped per run. Why not merge W + ΔW:
@@ -48,11 +48,6 @@ export function branchInputNames(index: number): { down: string; up: string } {
   return { down: `lora.${index}.down`, up: `lora.${index}.up` };
 }
 
-export interface LoraBranchOptions {
-  /** End float32 conv branches in com.microsoft FusedConv (conv + Z): one node less per conv; CPU provider only. */
-  fusedConvAdd?: boolean;
-}
-
 
 function valueInfo(name: string, elemType: number, dims: Array<number | string>): onnx.IValueInfoProto {
   return {
@@ -61,7 +56,6 @@ function valueInfo(name: string, elemType: number, dims: Array<number | string>)
   };
 }
 
-const MS_DOMAIN = 'com.microsoft';
 const TRANSPOSE_2D: onnx.IAttributeProto = { name: 'perm', type: onnx.AttributeProto.AttributeType.INTS, ints: [1, 0] };
 
 function copyConvAttributes(node: onnx.INodeProto): onnx.IAttributeProto[] {
@@ -73,7 +67,7 @@ function copyConvAttributes(node: onnx.INodeProto): onnx.IAttributeProto[] {
  * Adds a low-rank branch to each layer in `targets` (layers found by discoverTargetLayers on this same
  * model). Mutates `model` in place and returns the plan that names every new input.
  */
-export function addLoraBranches(model: onnx.IModelProto, targets: readonly TargetLayer[], options: LoraBranchOptions = {}): LoraBranchPlan {
+export function addLoraBranches(model: onnx.IModelProto, targets: readonly TargetLayer[]): LoraBranchPlan {
   const graph = model.graph;
   if (!graph) throw new LoraserveError('MODEL_INVALID', 'model has no graph');
   const byNode = new Map<string, TargetLayer>();
@@ -82,7 +76,6 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
   const byModule = new Map<string, LoraBranch>();
   const nodes: onnx.INodeProto[] = [];
   const inputs: onnx.IValueInfoProto[] = [...(graph.input ?? [])];
-  let usesMsDomain = false;
 
   for (const node of graph.node ?? []) {
     const target = node.name ? byNode.get(node.name) : undefined;
@@ -105,13 +98,7 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
       inputs.push(valueInfo(down, elem, [rank, target.inFeatures, kernel[0], kernel[1]]));
       inputs.push(valueInfo(up, elem, [target.outFeatures, rank, 1, 1]));
       nodes.push({ name: `${prefix}/down/Conv`, opType: 'Conv', input: [x, down], output: [t('mid')], attribute: copyConvAttributes(node) });
-      if (options.fusedConvAdd && target.dtype === 'float32') {
-        nodes.push({ name: `${prefix}/up/FusedConv`, opType: 'FusedConv', domain: MS_DOMAIN, input: [t('mid'), up, '', t('base')], output: [y] });
-        usesMsDomain = true;
-      } else {
-        nodes.push({ name: `${prefix}/up/Conv`, opType: 'Conv', input: [t('mid'), up], output: [t('delta')] });
-        nodes.push({ name: `${prefix}/Add`, opType: 'Add', input: [t('base'), t('delta')], output: [y] });
-      }
+      nodes.push({ name: `${prefix}/up/Conv`, opType: 'Conv', input: [t('mid'), up], output: [t('delta')] });
     } else {
       inputs.push(valueInfo(down, elem, [rank, target.inFeatures]));
       inputs.push(valueInfo(up, elem, [target.outFeatures, rank]));
@@ -119,8 +106,8 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
       nodes.push({ name: `${prefix}/down/MatMul`, opType: 'MatMul', input: [x, t('down_t')], output: [t('mid')] });
       nodes.push({ name: `${prefix}/up/Transpose`, opType: 'Transpose', input: [up], output: [t('up_t')], attribute: [TRANSPOSE_2D] });
       nodes.push({ name: `${prefix}/up/MatMul`, opType: 'MatMul', input: [t('mid'), t('up_t')], output: [t('delta')] });
-      nodes.push({ name: `${prefix}/Add`, opType: 'Add', input: [t('base'), t('delta')], output: [y] });
     }
+    nodes.push({ name: `${prefix}/Add`, opType: 'Add', input: [t('base'), t('delta')], output: [y] });
     const b: LoraBranch = {
       index,
       module: target.module,
@@ -140,8 +127,5 @@ export function addLoraBranches(model: onnx.IModelProto, targets: readonly Targe
   if (missing.length) throw new LoraserveError('MODEL_INVALID', `LoRA rewrite found no node for ${missing.slice(0, 5).join(', ')}`, { missing });
   graph.node = nodes;
   graph.input = inputs;
-  if (usesMsDomain && !(model.opsetImport ?? []).some((o) => o.domain === MS_DOMAIN)) {
-    model.opsetImport = [...(model.opsetImport ?? []), { domain: MS_DOMAIN, version: 1 }];
-  }
   return { branches, byModule };
 }
