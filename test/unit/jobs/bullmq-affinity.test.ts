@@ -20,7 +20,7 @@ import { Redis } from 'ioredis';
 test('loraSetKey: tags and the request list, deduplicated and sorted; none is empty', () => {
   assert.equal(loraSetKey({ prompt: 'a cat', loras: [] }), '');
   assert.equal(loraSetKey({ prompt: 'a cat <lora:zeta:0.5> <lora:alpha:1>', loras: [{ name: 'mid', weight: 0.3 }] }), 'alpha+mid+zeta');
-  // The same set at other weights is the same key: new weights cost milliseconds, a new set a preparation.
+  // The same set at other weights is the same key: new weights rescale one factor, a new set parses and stacks.
   assert.equal(loraSetKey({ prompt: '<lora:alpha:0.2>', loras: [{ name: 'alpha', weight: 0.9 }] }), 'alpha');
   // A prompt the worker will refuse (dyn=) needs no routing.
   assert.equal(loraSetKey({ prompt: '<lora:alpha:1:dyn=4>' }), '');
