@@ -1,7 +1,7 @@
 /**
  * bench/scale: the BullMQ scale-out path against the single-process server, on loopback only, bounded.
  *
- *   node --import tsx bench/scale.ts [--model DIR] [--size 64] [--steps 6] [--jobs 24] [--affinity-jobs 36]
+ *   node --import tsx bench/scale.ts [--model DIR] [--size 64] [--steps 6] [--jobs 24] [--affinity-jobs 72]
  *        [--threads 1] [--repeat 9]
  *
  * Needs Debian's redis-server (a private one is started on a free loopback port and stopped at the end). Without
@@ -37,7 +37,7 @@ const { values } = parseArgs({
     size: { type: 'string', default: '64' },
     steps: { type: 'string', default: '6' },
     jobs: { type: 'string', default: '24' },
-    'affinity-jobs': { type: 'string', default: '36' },
+    'affinity-jobs': { type: 'string', default: '72' },
     threads: { type: 'string', default: '1' },
     repeat: { type: 'string', default: '9' },
   },
