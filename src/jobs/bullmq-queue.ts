@@ -164,7 +164,9 @@ export class BullmqQueue implements JobQueue {
       void this.workerQueues.sync().catch(() => undefined);
       for (const wake of [...this.workerWaiters]) wake();
     });
-    this.started = Promise.all([this.events.waitUntilReady(), this.queue.waitUntilReady(), this.sub.subscribe(this.keys.workersChannel)]).then(() => this.workerQueues.sync());
+    // Our own command connection has no offline queue (a 503 instead of a hang): wait for it before reading.
+    const redisReady = new Promise<void>((resolve) => (this.redis.status === 'ready' ? resolve() : this.redis.once('ready', () => resolve())));
+    this.started = Promise.all([this.events.waitUntilReady(), this.queue.waitUntilReady(), this.sub.subscribe(this.keys.workersChannel), redisReady]).then(() => this.workerQueues.sync());
     this.started.catch(() => undefined);
     // Worker leases expire by time, so noticing a gone worker (and rescuing the jobs in its queue) takes a timer.
     this.sweeper = setInterval(() => void this.sweep(), this.opts.sweepMs);
