@@ -161,7 +161,7 @@ export class BullmqQueue implements JobQueue {
       logger: this.logger,
     });
     this.sub.on('message', () => {
-      void this.workerQueues.sync().catch(() => undefined);
+      if (!this.closing) void this.workerQueues.sync().catch(() => undefined);
       for (const wake of [...this.workerWaiters]) wake();
     });
     // Our own command connection has no offline queue (a 503 instead of a hang): wait for it before reading.

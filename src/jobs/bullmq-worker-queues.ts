@@ -29,6 +29,8 @@ export interface WorkerQueueSetOptions {
 export class WorkerQueueSet {
   private readonly entries = new Map<string, { queue: RQueue; events: QueueEvents }>();
   private syncing: Promise<void> | undefined;
+  /** Once closed, no queue is opened again (a late sync would leave connections that keep the process alive). */
+  private closed = false;
 
   constructor(private readonly o: WorkerQueueSetOptions) {}
 
@@ -43,6 +45,7 @@ export class WorkerQueueSet {
 
   /** Follows the registry set: opens queues that appeared, closes those removed. Calls coalesce. */
   sync(): Promise<void> {
+    if (this.closed) return Promise.resolve();
     this.syncing ??= this.doSync().finally(() => (this.syncing = undefined));
     return this.syncing;
   }
@@ -50,6 +53,7 @@ export class WorkerQueueSet {
   private async doSync(): Promise<void> {
     const names = new Set(await this.o.redis.smembers(this.o.keys.workerQueues));
     for (const name of names) {
+      if (this.closed) return;
       if (this.entries.has(name)) continue;
       const queue: RQueue = new Queue(name, { connection: { ...this.o.connection }, prefix: this.o.prefix });
       const events = new QueueEvents(name, { connection: { ...this.o.connection, maxRetriesPerRequest: null }, prefix: this.o.prefix });
@@ -135,6 +139,8 @@ export class WorkerQueueSet {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    await this.syncing?.catch(() => undefined);
     const all = [...this.entries.values()];
     this.entries.clear();
     await Promise.allSettled(all.flatMap((e) => [e.events.close(), e.queue.close()]));
