@@ -315,10 +315,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
         process.exit(1);
       }
       shutdown(sig).then(
-        () => resolveExit(0),
+        () => exitAfterShutdown(0, resolveExit, log),
         (e) => {
           log.error({ err: e }, 'shutdown failed');
-          resolveExit(1);
+          exitAfterShutdown(1, resolveExit, log);
         },
       );
     };
@@ -365,10 +365,10 @@ async function serveWorkers(settings: QueueSettings, host: string, port: number,
         .then(() => synced?.sync.close())
         .then(() => new Promise<void>((r) => health.server.close(() => r())))
         .then(
-          () => resolveExit(0),
+          () => exitAfterShutdown(0, resolveExit, log),
           (e) => {
             log.error({ err: e }, 'worker shutdown failed');
-            resolveExit(1);
+            exitAfterShutdown(1, resolveExit, log);
           },
         );
     };
@@ -382,4 +382,17 @@ function resultsDir(dir: string | undefined, redisUrl: string | undefined): stri
   if (!redisUrl) throw new LoraserveError('INVALID_ARGUMENT', '--results-dir is for the Redis roles (workers write there, API processes read); without --redis results stay in memory');
   mkdirSync(dir, { recursive: true });
   return resolve(dir);
+}
+
+/**
+ * Hands the exit code back (the process then ends when nothing is left running) — and, as a safety net, exits
+ * anyway if something still holds the event loop a few seconds after a completed shutdown, naming what it was,
+ * so that a leaked connection shows up in the log instead of as a container that never stops.
+ */
+function exitAfterShutdown(code: number, resolveExit: (code: number) => void, log: PinoLogger): void {
+  resolveExit(code);
+  setTimeout(() => {
+    log.warn({ resources: process.getActiveResourcesInfo() }, 'still running 5 s after shutdown; exiting');
+    process.exit(code);
+  }, 5000).unref();
 }
