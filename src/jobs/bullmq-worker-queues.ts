@@ -62,6 +62,7 @@ export class WorkerQueueSet {
       this.o.onEvents(events, queue);
       this.entries.set(name, { queue, events });
       await events.waitUntilReady();
+      if (this.closed) break; // close() may have run meanwhile; it closes what is in `entries`, this one too
     }
     for (const [name, e] of this.entries) {
       if (names.has(name)) continue;
@@ -140,7 +141,11 @@ export class WorkerQueueSet {
 
   async close(): Promise<void> {
     this.closed = true;
-    await this.syncing?.catch(() => undefined);
+    // A sync in flight may be waiting on a connection to a Redis that is gone; it opens nothing more once it
+    // sees `closed`, so wait for it only briefly.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.syncing?.catch(() => undefined), new Promise<void>((r) => (timer = setTimeout(r, 1000)))]);
+    clearTimeout(timer);
     const all = [...this.entries.values()];
     this.entries.clear();
     await Promise.allSettled(all.flatMap((e) => [e.events.close(), e.queue.close()]));
