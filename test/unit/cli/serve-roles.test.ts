@@ -5,14 +5,13 @@
  * Also the role/Redis flag rules. Skipped locally (not in CI) when redis-server is not installed.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import { parseRole } from '../../../src/cli/serve-roles.js';
 import { redisServerAvailable, startRedis } from '../../helpers/redis.js';
+import { spawnServe } from '../../helpers/serve-process.js';
 import { tinyModelDir } from '../../helpers/tiny-model.js';
 
 test('roles: all is the default; api and worker need a redis:// URL', () => {
@@ -23,53 +22,11 @@ test('roles: all is the default; api and worker need a redis:// URL', () => {
   assert.throws(() => parseRole('all', 'http://x'), /redis:\/\//);
 });
 
-interface Proc {
-  child: ChildProcess;
-  logs: Array<Record<string, unknown>>;
-  exited: Promise<number | null>;
-  /** Resolves with the first log line that passes `match`. */
-  waitFor(match: (l: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
-}
-
-function serve(args: string[]): Proc {
-  const child = spawn(process.execPath, ['bin/loraserve.js', 'serve', '--port', '0', '--threads', '1', ...args], {
-    env: { ...process.env, HOST: '127.0.0.1', LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const logs: Array<Record<string, unknown>> = [];
-  const waiters: Array<{ match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    let entry: Record<string, unknown>;
-    try {
-      entry = JSON.parse(line);
-    } catch {
-      return;
-    }
-    logs.push(entry);
-    for (const w of waiters.splice(0)) (w.match(entry) ? w.resolve(entry) : waiters.push(w));
-  });
-  return {
-    child,
-    logs,
-    exited,
-    waitFor: (match) =>
-      new Promise((resolve, reject) => {
-        const seen = logs.find(match);
-        if (seen) return resolve(seen);
-        waiters.push({ match, resolve });
-        exited.then((code) => reject(new Error(`serve ${args.join(' ')} exited early (${code}): ${stderr}`)));
-      }),
-  };
-}
-
 test('an api process and a worker process render through Redis and stop on SIGTERM', { skip: !redisServerAvailable() && !process.env.CI ? 'redis-server is not installed' : false }, async () => {
   const [model, redis] = await Promise.all([tinyModelDir(), startRedis()]);
   const loras = mkdtempSync(join(tmpdir(), 'loraserve-roles-loras-'));
-  const api = serve(['--role', 'api', '--redis', redis.url, '--lora-dir', loras]);
-  const worker = serve(['--role', 'worker', '--redis', redis.url, '--model', model, '--lora-dir', loras]);
+  const api = spawnServe(['--role', 'api', '--redis', redis.url, '--lora-dir', loras]);
+  const worker = spawnServe(['--role', 'worker', '--redis', redis.url, '--model', model, '--lora-dir', loras]);
   try {
     const health = String((await worker.waitFor((l) => typeof l.health === 'string')).health);
     const base = String((await api.waitFor((l) => typeof l.url === 'string')).url);
@@ -101,8 +58,8 @@ test('a worker SIGKILLed mid-job: its job reruns on the other worker and ends do
   const [model, redis] = await Promise.all([tinyModelDir(), startRedis()]);
   const loras = mkdtempSync(join(tmpdir(), 'loraserve-roles-loras-'));
   const workerArgs = ['--role', 'worker', '--redis', redis.url, '--model', model, '--lora-dir', loras, '--stall-check', '1'];
-  const api = serve(['--role', 'api', '--redis', redis.url, '--lora-dir', loras, '--max-steps', '400']);
-  const workers = [serve(workerArgs), serve(workerArgs)];
+  const api = spawnServe(['--role', 'api', '--redis', redis.url, '--lora-dir', loras, '--max-steps', '400']);
+  const workers = [spawnServe(workerArgs), spawnServe(workerArgs)];
   try {
     const ids = await Promise.all(workers.map(async (w) => (await w.waitFor((l) => Array.isArray(l.workers))).workers as string[]));
     const base = String((await api.waitFor((l) => typeof l.url === 'string')).url);
