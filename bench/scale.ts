@@ -30,6 +30,7 @@ import { type JobQueue, waitForJob } from '../src/jobs/queue.js';
 import { RenderHost } from '../src/jobs/render-host.js';
 import { synthesize } from '../src/synth/index.js';
 import { startRedis } from '../test/helpers/redis.js';
+import { smallRequest } from '../test/helpers/small-render.js';
 
 const { values } = parseArgs({
   options: {
@@ -73,22 +74,9 @@ const SETS: LoraSpec[][] = [
   ],
 ];
 
+/** Job k of a run: its own seed, the k-th LoRA set (cycling); the rest as the tests' small render. */
 function request(k: number, sets: LoraSpec[][]): RenderRequest {
-  return {
-    prompt: 'a cat with ears, masterpiece',
-    negativePrompt: 'lowres',
-    steps,
-    cfgScale: 7,
-    sampler: 'euler',
-    scheduler: 'automatic',
-    flavor: 'native',
-    seed: 1000 + k,
-    rng: 'cpu',
-    width: size,
-    height: size,
-    batchSize: 1,
-    loras: sets[k % sets.length],
-  };
+  return smallRequest({ prompt: 'a cat with ears, masterpiece', negativePrompt: 'lowres', steps, seed: 1000 + k, width: size, height: size, loras: sets[k % sets.length] });
 }
 
 interface Cluster {
