@@ -44,10 +44,6 @@ export class WarmSets {
   private readonly keys: string[] = [];
   constructor(private readonly max = 8) {}
 
-  has(key: string): boolean {
-    return this.keys.includes(key);
-  }
-
   touch(key: string): void {
     if (!key) return;
     const i = this.keys.indexOf(key);
