@@ -8,8 +8,8 @@
  *     active LoRAs — overhead ratios against the unmodified graph (goal ≤ 3 %);
  *   - time from a never-seen LoRA set, and from new weights for a seen set, to the end of the first UNet step,
  *     split into "resolve" (parse on a miss + build feeds) and the step itself (goal: resolve ≤ 50 ms on sd15);
- *   - the alternative strategy's floor: creating a session for a merged graph (what A1111-style re-merging
- *     pays per LoRA change on top of computing W + ΔW);
+ *   - the same steps on merged-weights sessions (what a hot set runs on; src/engine/merged-unets.ts), and the
+ *     time to build one (merge W + ΔW, write, create the session);
  *   - memory per loaded LoRA against its file size (the parsed factors, and the process RSS around parsing),
  *     and the bytes of the feed cache (stacked and scaled factors, bounded).
  * bench/lora-resolve.ts measures the resolve side alone, without sessions (seconds on sd15).
@@ -20,6 +20,7 @@ import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadModel } from '../src/engine/model.js';
 import { LoraResolver } from '../src/engine/lora-resolver.js';
+import { MergedUnets } from '../src/engine/merged-unets.js';
 import type { LoraSpec } from '../src/engine/request.js';
 import { LoraLibrary } from '../src/lora/index.js';
 import { OnnxSession } from '../src/onnx/runtime.js';
@@ -119,13 +120,35 @@ const newWeightsResolve = performance.now() - t;
 const newWeightsStep = await step(model.unet, r3b.feeds.unet);
 
 const r1 = await resolver.resolve(one);
-const times = { plain: [] as number[], zero: [] as number[], one: [] as number[], three: [] as number[] };
+
+// The other way (src/engine/merged-unets.ts): a hot set's own session with the LoRAs merged into its weights.
+const merged = new MergedUnets(model, { after: 0, maxBytes: Number.MAX_SAFE_INTEGER });
+const mergedResolver = new LoraResolver(model, library, { merged });
+global.gc?.();
+const rssM0 = process.memoryUsage().rss;
+t = performance.now();
+const m3 = (await mergedResolver.resolve(three)).unet!;
+const build3Ms = performance.now() - t;
+global.gc?.();
+const rssM1 = process.memoryUsage().rss;
+t = performance.now();
+const m1 = (await mergedResolver.resolve(one)).unet!;
+const build1Ms = performance.now() - t;
+t = performance.now();
+const m0 = (await mergedResolver.resolve([])).unet!;
+const build0Ms = performance.now() - t;
+for (const s of [m0, m1, m3]) await step(s, {});
+
+const times = { plain: [] as number[], zero: [] as number[], one: [] as number[], three: [] as number[], m0: [] as number[], m1: [] as number[], m3: [] as number[] };
 for (let i = 0; i < repeat; i++) {
   // interleaved, so drift from other load on the machine hits every variant alike
   times.plain.push(await step(plain, {}));
   times.zero.push(await step(model.unet, model.lora.unet.empty));
   times.one.push(await step(model.unet, r1.feeds.unet));
   times.three.push(await step(model.unet, r3.feeds.unet));
+  times.m0.push(await step(m0, {}));
+  times.m1.push(await step(m1, {}));
+  times.m3.push(await step(m3, {}));
 }
 const base = median(times.plain);
 console.log(`\nUNet step, CFG batch 2, latent ${latent}x${latent} (${latent * 8}x${latent * 8} px), median of ${repeat}, ${model.lora.unet.plan.branches.length} branched layers:`);
@@ -133,14 +156,20 @@ console.log(`  unmodified graph          ${base.toFixed(1).padStart(9)} ms`);
 console.log(`  branched, 0 LoRAs         ${median(times.zero).toFixed(1).padStart(9)} ms  ${pct(median(times.zero), base)}`);
 console.log(`  branched, 1 LoRA          ${median(times.one).toFixed(1).padStart(9)} ms  ${pct(median(times.one), base)}`);
 console.log(`  branched, 3 LoRAs         ${median(times.three).toFixed(1).padStart(9)} ms  ${pct(median(times.three), base)}`);
+console.log(`  merged, 0 LoRAs (plain)   ${median(times.m0).toFixed(1).padStart(9)} ms  ${pct(median(times.m0), base)}   opened in ${build0Ms.toFixed(0)} ms`);
+console.log(`  merged, 1 LoRA            ${median(times.m1).toFixed(1).padStart(9)} ms  ${pct(median(times.m1), base)}   built in ${build1Ms.toFixed(0)} ms`);
+console.log(`  merged, 3 LoRAs           ${median(times.m3).toFixed(1).padStart(9)} ms  ${pct(median(times.m3), base)}   built in ${build3Ms.toFixed(0)} ms`);
+console.log(`  a server (--lora-merge-after 2, the default) renders a set's first 2 requests on the branches, then builds once and waits for it`);
 console.log(`\nswitching (request → its first UNet step can start):`);
 console.log(`  first use of 3 LoRA files parse + shape check ${parseMs.toFixed(1)} ms (once per file; kept); then each alone: feeds ${singleMs.toFixed(1)} ms for the 3`);
 console.log(`  never-seen set of 3       feeds ${firstResolve.toFixed(2)} ms, then the step (${firstStep.toFixed(1)} ms)`);
 console.log(`  new weights, same set     feeds ${newWeightsResolve.toFixed(2)} ms, then the step (${newWeightsStep.toFixed(1)} ms)`);
-console.log(`  merged-weights strategy   ≥ ${plainCreateMs.toFixed(0)} ms session rebuild per change (+ merge and write of W + ΔW)`);
+console.log(`  merged-weights session    ${build3Ms.toFixed(0)} ms to build for the set of 3 (merge + write + session creation; the plain session alone ${plainCreateMs.toFixed(0)} ms)`);
 console.log(`\nmemory: 3 LoRAs, ${mb(fileBytes)} of files → parsed factors ${mb(adapterBytes)} (${(adapterBytes / fileBytes).toFixed(2)}× file size), process RSS +${mb(rss1 - rss0)} around parsing`);
 console.log(`  feed cache (stacked and scaled factors of the sets above, LRU-bounded): ${mb(resolver.stackedBytes)}`);
+console.log(`  one merged-weights session (3-LoRA set): process RSS +${mb(rssM1 - rssM0)}; the UNet's weights are ${mb(merged.unetBytes)} (what --lora-merge-mb counts per session)`);
 
 library.close();
+await merged.release();
 await plain.release();
 await model.release();

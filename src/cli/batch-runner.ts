@@ -12,7 +12,7 @@ import { writeFileAtomic } from '../core/fs-atomic.js';
 import type { Logger } from '../core/logger.js';
 import { nativeBodyToRequest } from '../engine/native-request.js';
 import type { RenderProgress } from '../engine/request.js';
-import { RenderHost } from '../jobs/render-host.js';
+import { RenderHost, type RenderHostFolders } from '../jobs/render-host.js';
 import { type Manifest, sha256Hex } from './batch-manifest.js';
 import type { PlanItem } from './batch-plan.js';
 
@@ -38,8 +38,8 @@ export class InProcessRenderer implements ItemRenderer {
     this.description = `model ${host.modelDir} on ${host.model.provider}`;
   }
 
-  static async start(modelDir: string, device: DeviceConfig, logger: Logger, loraDir: string | undefined): Promise<InProcessRenderer> {
-    return new InProcessRenderer(await RenderHost.start(modelDir, device, logger, { loraDir }));
+  static async start(modelDir: string, device: DeviceConfig, logger: Logger, folders: RenderHostFolders): Promise<InProcessRenderer> {
+    return new InProcessRenderer(await RenderHost.start(modelDir, device, logger, folders));
   }
 
   async render(body: Record<string, unknown>, opts: { signal?: AbortSignal; onProgress?: (p: RenderProgress) => void }): Promise<RenderedItem> {

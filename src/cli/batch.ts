@@ -13,7 +13,7 @@ import { parseDeviceKind, type DeviceConfig } from '../core/config.js';
 import { LoraserveError, toLoraserveError } from '../core/errors.js';
 import { consoleLogger } from '../core/logger.js';
 import { NATIVE_FIELDS } from '../engine/native-request.js';
-import { type Flags, num, parseFlags, str } from './args.js';
+import { type Flags, LORA_MERGE_HELP, LORA_MERGE_OPTIONS, loraMergeFlags, num, parseFlags, str } from './args.js';
 import { nativeFieldValue } from './batch-csv.js';
 import { detectFormat, INPUT_FORMATS, type InputFormat, parseInput } from './batch-input.js';
 import { Manifest } from './batch-manifest.js';
@@ -41,6 +41,7 @@ input
 rendering
   --model DIR            render in this process on a diffusers ONNX pipeline folder
   --lora-dir DIR         its LoRA folder (default ./loras)
+${LORA_MERGE_HELP}
   --device cpu|cuda|webgpu  execution provider (default cpu); --device-id N
   --server URL           render on a loraserve server instead (POST URL/v1/images)
   --api-key KEY          the server's API key (default: $LORASERVE_API_KEY)
@@ -98,6 +99,7 @@ export async function batchCommand(argv: string[]): Promise<number> {
       sweep: { type: 'string', multiple: true },
       model: { type: 'string' },
       'lora-dir': { type: 'string' },
+      ...LORA_MERGE_OPTIONS,
       device: { type: 'string' },
       'device-id': { type: 'string' },
       server: { type: 'string' },
@@ -237,7 +239,8 @@ function rendererFactory(flags: Flags, where: Where, concurrency: number, quiet:
   if (!kind) throw new LoraserveError('INVALID_ARGUMENT', `--device must be cpu, cuda or webgpu (got '${deviceName}')`);
   const device: DeviceConfig = { kind, deviceId: num(flags, 'device-id', 0, { integer: true, min: 0 }) };
   const modelDir = resolve(where.model!);
-  return () => InProcessRenderer.start(modelDir, device, consoleLogger(quiet ? 'error' : 'warn'), existsSync(loraDir) ? loraDir : undefined);
+  const loraMerge = loraMergeFlags(flags);
+  return () => InProcessRenderer.start(modelDir, device, consoleLogger(quiet ? 'error' : 'warn'), { loraDir: existsSync(loraDir) ? loraDir : undefined, loraMerge });
 }
 
 /**

@@ -9,7 +9,7 @@ import { parseSeed, randomSeed } from '../diffusion/rng/index.js';
 import type { LoraSpec, RenderRequest } from '../engine/request.js';
 import { RenderHost } from '../jobs/render-host.js';
 import { readNpy, writeNpy } from '../tensor/npy.js';
-import { num, oneOf, parseFlags, requireStr, str } from './args.js';
+import { LORA_MERGE_HELP, LORA_MERGE_OPTIONS, loraMergeFlags, num, oneOf, parseFlags, requireStr, str } from './args.js';
 
 const HELP = `usage: loraserve render --model DIR --prompt TEXT --out FILE.png [options]
 
@@ -31,6 +31,7 @@ const HELP = `usage: loraserve render --model DIR --prompt TEXT --out FILE.png [
                          NAME:TE:UNET sets separate text-encoder and UNet weights)
   --lora-dir DIR         LoRA folder (default ./loras); prompts may also name LoRAs as <lora:NAME:WEIGHT>
   --embeddings-dir DIR   textual-inversion embeddings (default models/embeddings)
+${LORA_MERGE_HELP}
   --clip-skip N          A1111's "Clip skip" (1 = last layer, default)
   --device cpu|cuda|webgpu  execution provider (default cpu; falls back to cpu with a warning)
   --device-id N          CUDA device ordinal
@@ -63,6 +64,7 @@ export async function renderCommand(argv: string[]): Promise<number> {
     quiet: { type: 'boolean' },
     lora: { type: 'string', multiple: true },
     'lora-dir': { type: 'string' },
+    ...LORA_MERGE_OPTIONS,
     'embeddings-dir': { type: 'string' },
     'clip-skip': { type: 'string' },
   });
@@ -127,7 +129,7 @@ export async function renderCommand(argv: string[]): Promise<number> {
 
   const quiet = Boolean(flags.quiet);
   const logger = consoleLogger(quiet ? 'warn' : 'info');
-  const host = await RenderHost.start(modelDir, device, logger, { loraDir: existsSync(loraDir) ? loraDir : undefined, embeddingsDir: existsSync(embeddingsDir) ? embeddingsDir : undefined });
+  const host = await RenderHost.start(modelDir, device, logger, { loraDir: existsSync(loraDir) ? loraDir : undefined, embeddingsDir: existsSync(embeddingsDir) ? embeddingsDir : undefined, loraMerge: loraMergeFlags(flags) });
   try {
     const result = await host.render(request, {
       onProgress: quiet ? undefined : (p) => process.stderr.write(`step ${p.step}/${p.total}  eta ${(p.etaMs / 1000).toFixed(1)}s\n`),

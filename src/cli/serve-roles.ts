@@ -12,7 +12,7 @@
  * gives Prometheus text for this process's workers (src/cli/worker-metrics.ts).
  */
 import { createServer, type Server } from 'node:http';
-import type { DeviceConfig } from '../core/config.js';
+import type { DeviceConfig, LoraMergeConfig } from '../core/config.js';
 import { LoraserveError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { PROMETHEUS_CONTENT_TYPE } from '../core/prometheus.js';
@@ -52,6 +52,8 @@ export interface QueueSettings {
   stallCheckMs: number;
   /** Byte bound of each render thread's parsed-LoRA cache. */
   loraCacheBytes?: number;
+  /** Merged-weights UNets for hot LoRA sets (default when undefined). */
+  loraMerge?: LoraMergeConfig;
   /** Shared folder for result PNGs instead of Redis (Redis roles). */
   resultsDir?: string;
   /** API side: the LoRA files a request needs, carried in the job (src/engine/job-files.ts). */
@@ -74,7 +76,7 @@ export async function startRenderWorkers(s: QueueSettings): Promise<BullmqRender
   return Promise.all(
     s.devices.map(async (device) => {
       const logger = s.logger.child?.({ device: deviceLabel(device) }) ?? s.logger;
-      const host = await RenderHost.start(modelDir, device, logger, { loraDir: s.loraDir, embeddingsDir: s.embeddingsDir, loraCacheBytes: s.loraCacheBytes });
+      const host = await RenderHost.start(modelDir, device, logger, { loraDir: s.loraDir, embeddingsDir: s.embeddingsDir, loraCacheBytes: s.loraCacheBytes, loraMerge: s.loraMerge });
       return BullmqRenderWorker.start({
         redisUrl,
         host,
@@ -100,6 +102,7 @@ export async function makeServeQueue(s: QueueSettings): Promise<JobQueue> {
       loraDir: s.loraDir,
       embeddingsDir: s.embeddingsDir,
       loraCacheBytes: s.loraCacheBytes,
+      loraMerge: s.loraMerge,
       devices: s.devices,
       maxQueued: s.maxQueued,
       defaultTimeoutMs: s.defaultTimeoutMs,

@@ -26,7 +26,7 @@ import { LoraLibrary } from '../lora/index.js';
 import { buildApp } from '../server/app.js';
 import { serverConfig } from '../server/config.js';
 import { synthesize } from '../synth/index.js';
-import { num, oneOf, parseFlags, str, type Flags } from './args.js';
+import { LORA_MERGE_HELP, LORA_MERGE_OPTIONS, loraMergeFlags, num, oneOf, parseFlags, str, type Flags } from './args.js';
 import { jobFiles } from '../engine/job-files.js';
 import { FileNoticePublisher } from '../jobs/file-notices.js';
 import { ApiFileIndex, publishFileChanges, startWorkerFiles } from './serve-files.js';
@@ -70,6 +70,7 @@ const HELP = `usage: loraserve serve [options]          (every option also reads
   --cache-mb N           with --api-url: its size bound, least recently used files go first (CACHE_MB; default 4096)
   --lora-cache-mb N      parsed LoRAs each render worker keeps ready, least recently used go first
                          (LORA_CACHE_MB; default 1024)
+${LORA_MERGE_HELP}
   --affinity on|off      with --redis: send a job to an idle worker that has its LoRA set warm (AFFINITY;
                          default on); off = every job to the shared queue
   --log-level LEVEL      debug, info, warn, error (LOG_LEVEL; default info); logs are JSON lines on stdout
@@ -109,6 +110,7 @@ const OPTIONS = {
   'cache-dir': { type: 'string' },
   'cache-mb': { type: 'string' },
   'lora-cache-mb': { type: 'string' },
+  ...LORA_MERGE_OPTIONS,
   'no-docs': { type: 'boolean' },
 } as const;
 
@@ -145,6 +147,8 @@ const ENV: Record<string, string> = {
   'cache-dir': 'CACHE_DIR',
   'cache-mb': 'CACHE_MB',
   'lora-cache-mb': 'LORA_CACHE_MB',
+  'lora-merge-after': 'LORA_MERGE_AFTER',
+  'lora-merge-mb': 'LORA_MERGE_MB',
 };
 
 /** Flags over environment: an unset flag takes its variable (empty counts as unset). */
@@ -241,6 +245,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     maxResultBytes: num(flags, 'max-result-mb', 64, { min: 1 }) * 1024 * 1024,
     stallCheckMs: num(flags, 'stall-check', 30, { min: 0.2, max: 3600 }) * 1000,
     loraCacheBytes: num(flags, 'lora-cache-mb', 1024, { min: 1 }) * 1024 * 1024,
+    loraMerge: loraMergeFlags(flags),
     affinity: oneOf(flags, 'affinity', ['on', 'off'] as const, 'on') === 'on',
     resultsDir: resultsDir(str(flags, 'results-dir') || undefined, redisUrl),
     logger: log.child({ component: 'jobs' }),

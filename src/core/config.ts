@@ -24,3 +24,15 @@ export function parseDeviceKind(s: string): DeviceKind | undefined {
 export interface CancelSignal {
   readonly aborted: boolean;
 }
+
+/**
+ * Merged-weights UNet sessions for hot LoRA sets (src/engine/merged-unets.ts). `after`: renders of a set
+ * (same LoRAs, weights and files; or no LoRAs) before the one that builds its session; 'off' = never.
+ * `maxBytes`: what the sessions may take together, each counted at the UNet's size.
+ */
+export interface LoraMergeConfig {
+  after: number | 'off';
+  maxBytes?: number;
+}
+
+export const DEFAULT_LORA_MERGE_AFTER = 2;

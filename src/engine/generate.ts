@@ -142,11 +142,12 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
   let unetCalls = 0;
   let call = 0;
   const runUnet = async (sample: Float32Array, rows: number, t: number, context: HostTensor): Promise<Float32Array> => {
-    const out = await clock.run(model.unet, {
+    // A hot LoRA set (or none) may have a session with its weights merged: no branch feeds then.
+    const out = await clock.run(loras.unet ?? model.unet, {
       [sig.sample]: floatTensor(sig.floatType, sample, [rows, C, h, w]),
       [sig.timestep]: timestepTensor(sig.timestepType, sig.timestepRank, t, rows),
       [sig.context]: context,
-      ...loras.feeds.unet,
+      ...(loras.unet ? {} : loras.feeds.unet),
     });
     unetCalls++;
     return toFloat32(out[sig.output] ?? Object.values(out)[0]);

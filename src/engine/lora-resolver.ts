@@ -13,14 +13,21 @@ import { LoraserveError } from '../core/errors.js';
 import { planLoraScales, unetLayoutFromModules, type LoraAdapter, type LoraLibrary, type LoraTarget, type UnetLayout } from '../lora/index.js';
 import { feedsForPlan, LoraFactorCache, type LoraFeeds } from './lora-feeds.js';
 import type { LoadedModel } from './model.js';
+import type { MergedUnets } from './merged-unets.js';
 import type { LoraSpec } from './request.js';
+import type { OnnxSession } from '../onnx/runtime.js';
 
 export interface ResolvedLoras {
   feeds: LoraFeeds;
   /** For the infotext's `Lora hashes` (A1111's short hash of each file, in request order). */
   hashes: Array<{ name: string; hash: string }>;
-  /** Milliseconds spent resolving (parse on a cache miss + feed build), for metrics. */
+  /** Milliseconds spent resolving (parse on a cache miss + feed build, or a merged-session build), for metrics. */
   ms: number;
+  /**
+   * A UNet session with this set merged into its weights (src/engine/merged-unets.ts): run it without the
+   * branch feeds. Undefined: run the branched UNet with `feeds.unet`.
+   */
+  unet?: OnnxSession;
 }
 
 /** A render without LoRAs: every branch at rank 0. */
@@ -38,12 +45,14 @@ export class LoraResolver {
   /** Cache counters for metrics: see LoraCacheStats in src/jobs/protocol.ts. */
   readonly counters = { hits: 0, misses: 0, evictions: 0 };
   private readonly logger: Logger;
+  private readonly merged: MergedUnets | undefined;
 
   constructor(
     private readonly model: LoadedModel,
     private readonly library: LoraLibrary | undefined,
-    opts: { maxStackBytes?: number; logger?: Logger } = {},
+    opts: { maxStackBytes?: number; logger?: Logger; merged?: MergedUnets } = {},
   ) {
+    this.merged = opts.merged;
     this.targets = [...model.lora.te.targets, ...model.lora.unet.targets];
     this.layout = unetLayoutFromModules(model.lora.unet.targets.map((t) => t.module));
     this.factors = new LoraFactorCache(opts.maxStackBytes);
@@ -57,7 +66,11 @@ export class LoraResolver {
 
   async resolve(specs: readonly LoraSpec[] | undefined): Promise<ResolvedLoras> {
     const t0 = performance.now();
-    if (!specs || specs.length === 0) return noLoras(this.model);
+    if (!specs || specs.length === 0) {
+      const none = noLoras(this.model);
+      const unet = await this.merged?.sessionFor('', none.feeds.unet);
+      return { ...none, unet, ms: performance.now() - t0 };
+    }
     const library = this.library;
     if (!library) throw new LoraserveError('UNKNOWN_LORA', `unknown LoRA '${specs[0].name}': no LoRA folder is configured`, { name: specs[0].name });
     const adapters = new Map<string, LoraAdapter>();
@@ -77,11 +90,15 @@ export class LoraResolver {
     }
     if (!missed) this.counters.hits++;
     const plan = planLoraScales(specs, adapters, { layout: this.layout });
-    const hashes = await Promise.all(specs.map(async (s) => ({ name: s.name, hash: (await library.hashes(s.name)).short })));
+    const full = await Promise.all(specs.map(async (s) => ({ name: s.name, hashes: await library.hashes(s.name) })));
+    const hashes = full.map((h) => ({ name: h.name, hash: h.hashes.short }));
 
     const feeds = feedsForPlan(plan, this.model.lora.unet.plan, this.model.lora.te.plan, { unet: this.model.lora.unet.empty, te: this.model.lora.te.empty }, this.factors);
+    // Same signature and same file contents ⇒ the same merged weights.
+    const key = `${plan.signature}|${full.map((h) => `${h.name}=${h.hashes.sha256}`).sort().join(',')}`;
+    const unet = await this.merged?.sessionFor(key, feeds.unet);
     const ms = performance.now() - t0;
-    this.logger.debug({ loras: specs.map((s) => s.name), ms: Math.round(ms), maxRank: plan.maxRank }, 'LoRA feeds built');
-    return { feeds, hashes, ms };
+    this.logger.debug({ loras: specs.map((s) => s.name), ms: Math.round(ms), maxRank: plan.maxRank, merged: unet !== undefined }, 'LoRA feeds built');
+    return { feeds, hashes, ms, unet };
   }
 }

@@ -10,7 +10,7 @@ import { silentLogger } from '../core/logger.js';
 import { parseSchedulerConfig, type SchedulerConfig } from '../diffusion/scheduler-config.js';
 import type { LoraTarget } from '../lora/index.js';
 import { inspectSpatialConstraint, inspectVaeScaleFactor } from '../onnx/graph-inspect.js';
-import { discoverTargetLayers } from '../onnx/graph-modules.js';
+import { discoverTargetLayers, type TargetLayer } from '../onnx/graph-modules.js';
 import { addLoraBranches, type LoraBranchPlan } from '../onnx/lora-branches.js';
 import { materializeModel } from '../onnx/materialize.js';
 import { readModel } from '../onnx/proto.js';
@@ -43,11 +43,15 @@ export interface UnetSignature {
 export interface LoraGraph {
   plan: LoraBranchPlan;
   targets: LoraTarget[];
+  /** The graph's own view of each targeted layer (its weight initializer and layout), by module. */
+  layers: ReadonlyMap<string, TargetLayer>;
   empty: FeedSet;
 }
 
 export interface LoadedModel {
   files: PipelineFiles;
+  /** The device the sessions were asked for (a session may have fallen back to CPU; see its provider). */
+  device: DeviceConfig;
   name: string;
   hash: { sha256: string; short: string };
   tokenizer: ClipTokenizer;
@@ -153,7 +157,7 @@ export async function loadModel(dir: string, opts: LoadOptions): Promise<LoadedM
       ...(l.kernel ? { kernel: l.kernel } : {}),
     }));
     logger.debug({ component: label, branches: plan.branches.length, materialized: mat.kind === 'file' ? mat.how : 'bytes', ms: Math.round(performance.now() - t) }, `${label}: LoRA branches added`);
-    return { session, graph: { plan, targets, empty: emptyFeeds(plan) } };
+    return { session, graph: { plan, targets, layers: new Map(layers.map((l) => [l.module, l])), empty: emptyFeeds(plan) } };
   };
   try {
     const te = await openWithBranches(files.textEncoder, 'text_encoder', 'te');
@@ -180,6 +184,7 @@ export async function loadModel(dir: string, opts: LoadOptions): Promise<LoadedM
     );
     return {
       files,
+      device: opts.device,
       name: files.name,
       hash,
       tokenizer,

@@ -8,7 +8,7 @@
  * Records of ended jobs stay readable for `keepFinished` jobs / `keepFinishedMs`, whichever runs out first.
  */
 import { randomUUID } from 'node:crypto';
-import type { DeviceConfig } from '../core/config.js';
+import type { DeviceConfig, LoraMergeConfig } from '../core/config.js';
 import { LoraserveError, toLoraserveError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { silentLogger } from '../core/logger.js';
@@ -52,6 +52,8 @@ export interface LocalQueueOptions {
   embeddingsDir?: string;
   /** Byte bound of each worker's parsed-LoRA cache; default 1 GiB. */
   loraCacheBytes?: number;
+  /** Merged-weights UNets for hot LoRA sets (RenderHostFolders.loraMerge). */
+  loraMerge?: LoraMergeConfig;
   /** One worker per entry; default one CPU worker. */
   devices?: DeviceConfig[];
   /** How workers are started; default `RenderHost.start(modelDir, device, logger)`. */
@@ -101,7 +103,7 @@ function deviceLabel(d: DeviceConfig): string {
 const MINUTE = 60_000;
 
 export class LocalQueue implements JobQueue {
-  private readonly opts: Required<Omit<LocalQueueOptions, 'modelDir' | 'loraDir' | 'embeddingsDir' | 'loraCacheBytes' | 'hostFactory' | 'devices' | 'logger'>>;
+  private readonly opts: Required<Omit<LocalQueueOptions, 'modelDir' | 'loraDir' | 'embeddingsDir' | 'loraCacheBytes' | 'loraMerge' | 'hostFactory' | 'devices' | 'logger'>>;
   private readonly logger: Logger;
   private readonly workers: Worker[];
   private readonly jobs = new Map<string, Job>();
@@ -131,7 +133,7 @@ export class LocalQueue implements JobQueue {
       options.hostFactory ??
       ((device, logger) => {
         if (!options.modelDir) throw new LoraserveError('INVALID_ARGUMENT', 'LocalQueue needs modelDir or hostFactory');
-        return RenderHost.start(options.modelDir, device, logger, { loraDir: options.loraDir, embeddingsDir: options.embeddingsDir, loraCacheBytes: options.loraCacheBytes });
+        return RenderHost.start(options.modelDir, device, logger, { loraDir: options.loraDir, embeddingsDir: options.embeddingsDir, loraCacheBytes: options.loraCacheBytes, loraMerge: options.loraMerge });
       });
     const devices = options.devices?.length ? options.devices : [{ kind: 'cpu' as const }];
     const seen = new Map<string, number>();

@@ -1,5 +1,5 @@
 /** Messages between the render worker thread and its host. Plain data only (structured clone). */
-import type { DeviceConfig } from '../core/config.js';
+import type { DeviceConfig, LoraMergeConfig } from '../core/config.js';
 import type { RenderProgress, RenderRequest, RenderResult } from '../engine/request.js';
 
 export interface ModelInfo {
@@ -30,7 +30,7 @@ export interface LoraCacheStats {
 }
 
 export type HostToWorker =
-  | { type: 'load'; modelDir: string; device: DeviceConfig; loraDir?: string; embeddingsDir?: string; loraCacheBytes?: number }
+  | { type: 'load'; modelDir: string; device: DeviceConfig; loraDir?: string; embeddingsDir?: string; loraCacheBytes?: number; loraMerge?: LoraMergeConfig }
   | { type: 'render'; id: string; request: RenderRequest; cancelFlag: Int32Array; rescanLoras?: boolean }
   | { type: 'shutdown' };
 

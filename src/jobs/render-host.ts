@@ -6,7 +6,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { randomUUID } from 'node:crypto';
-import type { DeviceConfig } from '../core/config.js';
+import type { DeviceConfig, LoraMergeConfig } from '../core/config.js';
 import { errorFromJSON, LoraserveError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { silentLogger } from '../core/logger.js';
@@ -32,6 +32,8 @@ export interface RenderHostFolders {
   loraDir?: string;
   embeddingsDir?: string;
   loraCacheBytes?: number;
+  /** Merged-weights sessions for hot LoRA sets; default: after 2 renders, within a quarter of the RAM. */
+  loraMerge?: LoraMergeConfig;
 }
 
 const ENTRY = new URL('./worker-entry.mjs', import.meta.url);
@@ -43,6 +45,7 @@ export class RenderHost {
   readonly embeddingsDir: string | undefined;
   /** Byte bound of the render thread's parsed-LoRA cache (default: the library's, 1 GiB). */
   readonly loraCacheBytes: number | undefined;
+  readonly loraMerge: LoraMergeConfig | undefined;
   private readonly logger: Logger;
   private worker: Worker | null = null;
   private info: ModelInfo | null = null;
@@ -59,6 +62,7 @@ export class RenderHost {
     this.loraDir = dirs.loraDir;
     this.embeddingsDir = dirs.embeddingsDir;
     this.loraCacheBytes = dirs.loraCacheBytes;
+    this.loraMerge = dirs.loraMerge;
   }
 
   /** Starts a worker thread and loads the model (and the LoRA and embeddings folders, when given) in it. */
@@ -120,7 +124,7 @@ export class RenderHost {
       };
       worker.on('error', (e) => onDeath(e.message));
       worker.on('exit', (code) => onDeath(`exit code ${code}`));
-      this.send({ type: 'load', modelDir: this.modelDir, device: this.device, loraDir: this.loraDir, embeddingsDir: this.embeddingsDir, loraCacheBytes: this.loraCacheBytes });
+      this.send({ type: 'load', modelDir: this.modelDir, device: this.device, loraDir: this.loraDir, embeddingsDir: this.embeddingsDir, loraCacheBytes: this.loraCacheBytes, loraMerge: this.loraMerge });
     });
   }
 

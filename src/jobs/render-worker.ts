@@ -11,6 +11,9 @@ import { LoraResolver } from '../engine/lora-resolver.js';
 import { LoraLibrary } from '../lora/index.js';
 import { EmbeddingLibrary } from '../text/embeddings/library.js';
 import { loadModel, type LoadedModel } from '../engine/model.js';
+import { MergedUnets } from '../engine/merged-unets.js';
+import { totalmem } from 'node:os';
+import { DEFAULT_LORA_MERGE_AFTER, type LoraMergeConfig } from '../core/config.js';
 import { sizeMultiple } from '../engine/validate.js';
 import type { HostToWorker, WorkerToHost } from './protocol.js';
 
@@ -30,17 +33,31 @@ let model: LoadedModel | undefined;
 let library: LoraLibrary | undefined;
 let resolver: LoraResolver | undefined;
 let embeddings: EmbeddingLibrary | undefined;
+let merged: MergedUnets | undefined;
+
+function mergedUnets(m: LoadedModel, cfg: LoraMergeConfig | undefined): MergedUnets {
+  const after = cfg?.after ?? DEFAULT_LORA_MERGE_AFTER;
+  return new MergedUnets(m, { after: after === 'off' ? undefined : after, maxBytes: cfg?.maxBytes ?? totalmem() / 4, logger });
+}
+
+async function releaseModel(): Promise<void> {
+  await merged?.release();
+  merged = undefined;
+  if (model) await model.release();
+  model = undefined;
+}
 
 async function handle(msg: HostToWorker): Promise<void> {
   switch (msg.type) {
     case 'load': {
       try {
-        if (model) await model.release();
+        await releaseModel();
         library?.close();
         model = await loadModel(msg.modelDir, { device: msg.device, logger });
+        merged = mergedUnets(model, msg.loraMerge);
         library = msg.loraDir ? await LoraLibrary.open(msg.loraDir, { logger, cacheBytes: msg.loraCacheBytes }) : undefined;
         library?.watch();
-        resolver = new LoraResolver(model, library, { logger });
+        resolver = new LoraResolver(model, library, { logger, merged });
         embeddings = msg.embeddingsDir ? await EmbeddingLibrary.open(msg.embeddingsDir) : undefined;
         post({
           type: 'loaded',
@@ -82,9 +99,8 @@ async function handle(msg: HostToWorker): Promise<void> {
       return;
     }
     case 'shutdown': {
-      if (model) await model.release();
+      await releaseModel();
       library?.close();
-      model = undefined;
       port!.close();
       return;
     }

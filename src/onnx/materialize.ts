@@ -9,7 +9,7 @@
  *   4. otherwise a copy of the external files into the cache folder (logged: it costs disk).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, linkSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync, accessSync, constants } from 'node:fs';
+import { accessSync, closeSync, constants, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import type { Logger } from '../core/logger.js';
@@ -107,4 +107,74 @@ export function materializeModel(model: onnx.IModelProto, opts: MaterializeOptio
   const path = join(cacheDir, 'model.onnx');
   writeAtomic(path, bytes);
   return { kind: 'file', path, how: 'copy' };
+}
+
+export interface VariantOptions {
+  modelDir: string;
+  /** Initializer name → its new bytes (same dims and dtype), written to one new external-data file. */
+  replacements: ReadonlyMap<string, Uint8Array>;
+  cacheRoot?: string;
+  logger?: Logger;
+}
+
+export interface MaterializedVariant {
+  path: string;
+  /** Removes the private folder (once the session is open). */
+  remove(): void;
+}
+
+/**
+ * A one-off copy of an external-data model with some initializers replaced (merged LoRA weights): a private
+ * folder holding hard links to the original external files (copies if linking fails, logged), one new file
+ * with the replacements, and the model pointing at both. Unique per call, so concurrent builds never meet.
+ */
+export function materializeVariant(model: onnx.IModelProto, opts: VariantOptions): MaterializedVariant {
+  const logger = opts.logger ?? silentLogger;
+  const root = opts.cacheRoot ?? defaultCacheRoot();
+  mkdirSync(root, { recursive: true });
+  const dir = mkdtempSync(join(root, `${basename(opts.modelDir)}-variant-`));
+  const remove = () => rmSync(dir, { recursive: true, force: true });
+  try {
+    const locations = externalLocations(model);
+    for (const loc of locations) {
+      const src = resolveExternalLocation(opts.modelDir, loc);
+      const dest = join(dir, loc);
+      mkdirSync(dirname(dest), { recursive: true });
+      try {
+        linkSync(src, dest);
+      } catch (e) {
+        logger.warn({ src, error: (e as Error).message }, 'cannot hard-link model weights for a merged LoRA graph; copying them');
+        copyFileSync(src, dest);
+      }
+    }
+    let location = 'loraserve-merged.bin';
+    while (locations.includes(location)) location = `_${location}`;
+    const fd = openSync(join(dir, location), 'w');
+    let offset = 0;
+    try {
+      for (const t of model.graph?.initializer ?? []) {
+        const bytes = opts.replacements.get(t.name ?? '');
+        if (!bytes) continue;
+        for (let off = 0; off < bytes.byteLength; ) off += writeSync(fd, bytes, off, bytes.byteLength - off);
+        t.rawData = new Uint8Array(0);
+        t.floatData = [];
+        t.int32Data = [];
+        t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+        t.externalData = [
+          { key: 'location', value: location },
+          { key: 'offset', value: String(offset) },
+          { key: 'length', value: String(bytes.byteLength) },
+        ];
+        offset += bytes.byteLength;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    const path = join(dir, 'model.onnx');
+    writeFileSync(path, encodeModel(model));
+    return { path, remove };
+  } catch (e) {
+    remove();
+    throw e;
+  }
 }

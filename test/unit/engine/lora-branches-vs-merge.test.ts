@@ -5,9 +5,11 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadModel, type LoadedModel } from '../../../src/engine/model.js';
 import { LoraResolver } from '../../../src/engine/lora-resolver.js';
+import { MergedUnets } from '../../../src/engine/merged-unets.js';
 import type { LoraSpec } from '../../../src/engine/request.js';
 import { factorToFloat32, LoraLibrary, planLoraScales, unetLayoutFromModules } from '../../../src/lora/index.js';
 import { discoverTargetLayers } from '../../../src/onnx/graph-modules.js';
@@ -67,6 +69,10 @@ async function mergedSession(component: 'unet' | 'text_encoder', part: 'unet' | 
   return OnnxSession.create(encodeModel(proto), { device: { kind: 'cpu' }, label: `${component} (merged)` });
 }
 
+function folderBytes(dir: string): number {
+  return readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
+}
+
 function relL2(a: Float32Array, b: Float32Array): number {
   let n = 0, d = 0;
   for (let i = 0; i < a.length; i++) { n += (a[i] - b[i]) ** 2; d += b[i] ** 2; }
@@ -123,4 +129,53 @@ test('text encoder: branches equal merged weights', async () => {
   const reference = (await merged.run(feeds)).last_hidden_state.data as Float32Array;
   await merged.release();
   assert.ok(relL2(branched, reference) < 1e-5, `relL2 ${relL2(branched, reference)}`);
+});
+
+test('merged UNet sessions (src/engine/merged-unets.ts) match the branches, and are built on the (after+1)-th use', async () => {
+  const sig = model.unetSig;
+  const feeds: Record<string, HostTensor> = {
+    [sig.sample]: { type: 'float32', data: Float32Array.from({ length: 2 * 4 * 64 }, (_, i) => Math.sin(i)), dims: [2, 4, 8, 8] },
+    [sig.timestep]: { type: 'float32', data: new Float32Array([500, 500]), dims: [2] },
+    [sig.context]: { type: 'float32', data: Float32Array.from({ length: 2 * 77 * sig.contextDim }, (_, i) => Math.cos(i)), dims: [2, 77, sig.contextDim] },
+  };
+  const merged = new MergedUnets(model, { after: 1, maxBytes: 2 * folderBytes(join(tiny.modelDir, 'unet')) });
+  const withMerge = new LoraResolver(model, library, { merged });
+  try {
+    assert.equal(merged.capacity, 2);
+    const first = await withMerge.resolve(specs);
+    assert.equal(first.unet, undefined, 'first use: branches');
+    const branched = (await model.unet.run({ ...feeds, ...first.feeds.unet }))[sig.output].data as Float32Array;
+    const second = await withMerge.resolve(specs);
+    assert.ok(second.unet, 'second use builds the merged session');
+    const fromMerged = (await second.unet.run(feeds))[sig.output].data as Float32Array;
+    assert.ok(relL2(fromMerged, branched) < 1e-5, `relL2 ${relL2(fromMerged, branched)}`);
+    assert.equal((await withMerge.resolve(specs)).unet, second.unet, 'third use: the same session');
+
+    // Other weights are another set; no LoRAs at all gets the plain graph, bit for bit the unmodified model.
+    await withMerge.resolve([]);
+    const plain = (await withMerge.resolve([])).unet!;
+    const base = (await model.unet.run({ ...feeds, ...model.lora.unet.empty }))[sig.output].data as Float32Array;
+    assert.deepEqual((await plain.run(feeds))[sig.output].data, base);
+    assert.deepEqual(merged.stats().sessions, 2);
+
+    // A third hot set evicts the least recently used (the LoRA set), not the plain session just used.
+    const other: LoraSpec[] = [{ name: 'costume', weight: 0.5 }];
+    await withMerge.resolve(other);
+    const otherMerged = (await withMerge.resolve(other)).unet!;
+    assert.deepEqual(merged.keys.length, 2);
+    assert.equal((await withMerge.resolve(other)).unet, otherMerged);
+    assert.ok((await withMerge.resolve([])).unet, 'the plain session stayed');
+    assert.notEqual((await withMerge.resolve(specs)).unet, second.unet, 'the first set was evicted and is rebuilt on its next use');
+    assert.equal(merged.stats().builds, 4);
+  } finally {
+    await merged.release();
+  }
+});
+
+test('merging is off without `after`, and with no room for one session', async () => {
+  for (const merged of [new MergedUnets(model, {}), new MergedUnets(model, { after: 0, maxBytes: 1 })]) {
+    const r = new LoraResolver(model, library, { merged });
+    for (let i = 0; i < 3; i++) assert.equal((await r.resolve(specs)).unet, undefined);
+    assert.equal(merged.capacity, 0);
+  }
 });

@@ -1,8 +1,8 @@
 /**
  * Scale-out, end to end (issue #10's "done when"): one API process and two render-worker processes on a private
  * redis-server, 40 jobs over four LoRA sets submitted through the native, A1111 and OpenAI routes, one worker
- * SIGKILLed while it runs a job — and every job ends done with pixels identical to a single-process render of the
- * same request. The same 40 submissions run against a plain `serve` (in-process LocalQueue) with the same checks.
+ * SIGKILLed while it runs a job — and every job ends done with the pixels of a single-process render of the same
+ * request (identical, up to a merged-weights UNet's rounding once a set is hot: see sameRender). The same 40 submissions run against a plain `serve` (in-process LocalQueue) with the same checks.
  *
  * The three routes describe one render each time (fixed seed, sampler, schedule, steps, size, CPU noise, A1111's
  * tables — as routes.test.ts's "identical pixels" test); LoRAs go in the `loras` list on the native and OpenAI
@@ -136,6 +136,26 @@ async function references(base: string, subs: Submission[]): Promise<Map<number,
   return out;
 }
 
+/**
+ * Values that differ between two renders' raw pixels, and by how much at most. A set rendered often enough
+ * runs on a merged-weights UNet (src/engine/merged-unets.ts), which agrees with the branched graph to ~1e-6
+ * in the latents: now and then one 8-bit value is 1 off. Another render's image differs almost everywhere.
+ */
+function pixelDiff(a: Buffer, b: Buffer): { values: number; worst: number } {
+  let values = 0, worst = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (d) values++;
+    worst = Math.max(worst, d);
+  }
+  return { values, worst };
+}
+
+function sameRender(a: Buffer, b: Buffer): boolean {
+  const d = pixelDiff(a, b);
+  return a.length === b.length && d.worst <= 1 && d.values <= a.length / 200;
+}
+
 /** The 40 submissions at once; each must end done with its render's reference pixels. */
 async function runAll(base: string, subs: Submission[], refs: Map<number, Buffer>, procs: ServeProcess[], during?: () => Promise<void>): Promise<Map<number, string | undefined>> {
   const ids = new Map<number, string | undefined>();
@@ -146,7 +166,7 @@ async function runAll(base: string, subs: Submission[], refs: Map<number, Buffer
     const r = await run(base, s, explain);
     ids.set(s.index, r.id);
     const px = await rawPixels(r.png);
-    assert.ok(px.equals(refs.get(s.render)!), `job ${s.index} (${s.route}, LoRAs ${JSON.stringify(s.loras)}, seed ${s.seed}): pixels differ from the single-process render`);
+    assert.ok(sameRender(px, refs.get(s.render)!), `job ${s.index} (${s.route}, LoRAs ${JSON.stringify(s.loras)}, seed ${s.seed}): pixels differ from the single-process render`);
   });
   await Promise.all([Promise.all(all), during?.()]);
   return ids;
@@ -188,8 +208,8 @@ describe('scale-out: 40 jobs, four LoRA sets, three APIs', { skip }, () => {
   });
 
   test('the references: each LoRA set and seed is its own image (so a job given another\'s pixels would show)', () => {
-    const distinct = new Set([...refs.values()].map((b) => b.toString('base64')));
-    assert.equal(distinct.size, RENDERS, 'each LoRA set and seed renders a different image');
+    const all = [...refs.values()];
+    for (let i = 0; i < all.length; i++) for (let j = i + 1; j < all.length; j++) assert.ok(!sameRender(all[i], all[j]), `renders ${i} and ${j} are told apart`);
   });
 
   test('in-process queue (serve without Redis): all 40 end done with the reference pixels', async () => {
