@@ -121,34 +121,39 @@ const newWeightsStep = await step(model.unet, r3b.feeds.unet);
 
 const r1 = await resolver.resolve(one);
 
-// The other way (src/engine/merged-unets.ts): a hot set's own session with the LoRAs merged into its weights.
-const merged = new MergedUnets(model, { after: 0, maxBytes: Number.MAX_SAFE_INTEGER });
-const mergedResolver = new LoraResolver(model, library, { merged });
-global.gc?.();
-const rssM0 = process.memoryUsage().rss;
-t = performance.now();
-const m3 = (await mergedResolver.resolve(three)).unet!;
-const build3Ms = performance.now() - t;
-global.gc?.();
-const rssM1 = process.memoryUsage().rss;
-t = performance.now();
-const m1 = (await mergedResolver.resolve(one)).unet!;
-const build1Ms = performance.now() - t;
-t = performance.now();
-const m0 = (await mergedResolver.resolve([])).unet!;
-const build0Ms = performance.now() - t;
-for (const s of [m0, m1, m3]) await step(s, {});
-
-const times = { plain: [] as number[], zero: [] as number[], one: [] as number[], three: [] as number[], m0: [] as number[], m1: [] as number[], m3: [] as number[] };
+const times = { plain: [] as number[], zero: [] as number[], one: [] as number[], three: [] as number[] };
 for (let i = 0; i < repeat; i++) {
   // interleaved, so drift from other load on the machine hits every variant alike
   times.plain.push(await step(plain, {}));
   times.zero.push(await step(model.unet, model.lora.unet.empty));
   times.one.push(await step(model.unet, r1.feeds.unet));
   times.three.push(await step(model.unet, r3.feeds.unet));
-  times.m0.push(await step(m0, {}));
-  times.m1.push(await step(m1, {}));
-  times.m3.push(await step(m3, {}));
+}
+
+// The other way (src/engine/merged-unets.ts): a hot set's own session with the LoRAs merged into its weights.
+// One at a time (an SD1.5-shaped fp32 session is ~3.4 GB), each timed interleaved with the unmodified graph.
+const mergedRows: Array<{ label: string; step: number; base: number; buildMs: number; rss: number }> = [];
+let unetBytes = 0;
+for (const [label, specs] of [['0 LoRAs (plain)', []], ['1 LoRA', one], ['3 LoRAs', three]] as const) {
+  const merged = new MergedUnets(model, { after: 0, maxBytes: Number.MAX_SAFE_INTEGER });
+  unetBytes = merged.unetBytes;
+  const mergedResolver = new LoraResolver(model, library, { merged });
+  global.gc?.();
+  const before = process.memoryUsage().rss;
+  t = performance.now();
+  const session = (await mergedResolver.resolve(specs)).unet!;
+  const buildMs = performance.now() - t;
+  global.gc?.();
+  const rss = process.memoryUsage().rss - before;
+  await step(session, {});
+  const a: number[] = [];
+  const b: number[] = [];
+  for (let i = 0; i < repeat; i++) {
+    a.push(await step(plain, {}));
+    b.push(await step(session, {}));
+  }
+  mergedRows.push({ label, step: median(b), base: median(a), buildMs, rss });
+  await merged.release();
 }
 const base = median(times.plain);
 console.log(`\nUNet step, CFG batch 2, latent ${latent}x${latent} (${latent * 8}x${latent * 8} px), median of ${repeat}, ${model.lora.unet.plan.branches.length} branched layers:`);
@@ -156,20 +161,19 @@ console.log(`  unmodified graph          ${base.toFixed(1).padStart(9)} ms`);
 console.log(`  branched, 0 LoRAs         ${median(times.zero).toFixed(1).padStart(9)} ms  ${pct(median(times.zero), base)}`);
 console.log(`  branched, 1 LoRA          ${median(times.one).toFixed(1).padStart(9)} ms  ${pct(median(times.one), base)}`);
 console.log(`  branched, 3 LoRAs         ${median(times.three).toFixed(1).padStart(9)} ms  ${pct(median(times.three), base)}`);
-console.log(`  merged, 0 LoRAs (plain)   ${median(times.m0).toFixed(1).padStart(9)} ms  ${pct(median(times.m0), base)}   opened in ${build0Ms.toFixed(0)} ms`);
-console.log(`  merged, 1 LoRA            ${median(times.m1).toFixed(1).padStart(9)} ms  ${pct(median(times.m1), base)}   built in ${build1Ms.toFixed(0)} ms`);
-console.log(`  merged, 3 LoRAs           ${median(times.m3).toFixed(1).padStart(9)} ms  ${pct(median(times.m3), base)}   built in ${build3Ms.toFixed(0)} ms`);
+for (const r of mergedRows) {
+  console.log(`  merged, ${r.label.padEnd(17)}${r.step.toFixed(1).padStart(9)} ms  ${pct(r.step, r.base)} vs the unmodified graph timed beside it (${r.base.toFixed(1)} ms); built in ${r.buildMs.toFixed(0)} ms`);
+}
 console.log(`  a server (--lora-merge-after 2, the default) renders a set's first 2 requests on the branches, then builds once and waits for it`);
 console.log(`\nswitching (request → its first UNet step can start):`);
 console.log(`  first use of 3 LoRA files parse + shape check ${parseMs.toFixed(1)} ms (once per file; kept); then each alone: feeds ${singleMs.toFixed(1)} ms for the 3`);
 console.log(`  never-seen set of 3       feeds ${firstResolve.toFixed(2)} ms, then the step (${firstStep.toFixed(1)} ms)`);
 console.log(`  new weights, same set     feeds ${newWeightsResolve.toFixed(2)} ms, then the step (${newWeightsStep.toFixed(1)} ms)`);
-console.log(`  merged-weights session    ${build3Ms.toFixed(0)} ms to build for the set of 3 (merge + write + session creation; the plain session alone ${plainCreateMs.toFixed(0)} ms)`);
+console.log(`  merged-weights session    ${mergedRows[2].buildMs.toFixed(0)} ms to build for the set of 3 (merge + write + session creation; the plain session alone ${plainCreateMs.toFixed(0)} ms)`);
 console.log(`\nmemory: 3 LoRAs, ${mb(fileBytes)} of files → parsed factors ${mb(adapterBytes)} (${(adapterBytes / fileBytes).toFixed(2)}× file size), process RSS +${mb(rss1 - rss0)} around parsing`);
 console.log(`  feed cache (stacked and scaled factors of the sets above, LRU-bounded): ${mb(resolver.stackedBytes)}`);
-console.log(`  one merged-weights session (3-LoRA set): process RSS +${mb(rssM1 - rssM0)}; the UNet's weights are ${mb(merged.unetBytes)} (what --lora-merge-mb counts per session)`);
+console.log(`  one merged-weights session (3-LoRA set): process RSS +${mb(mergedRows[2].rss)}; the UNet's weights are ${mb(unetBytes)} (what --lora-merge-mb counts per session)`);
 
 library.close();
-await merged.release();
 await plain.release();
 await model.release();

@@ -143,7 +143,7 @@ export async function renderCommand(argv: string[]): Promise<number> {
     for (const f of files) process.stdout.write(`${f.path}\n`);
     if (!quiet) {
       const t = result.timings;
-      logger.info({ seeds: result.seeds, totalMs: Math.round(t.totalMs), ortMs: Math.round(t.ortMs), unetCalls: t.unetCalls }, 'render done');
+      logger.info({ seeds: result.seeds, totalMs: Math.round(t.totalMs), ortMs: Math.round(t.ortMs), unetCalls: t.unetCalls, loraMs: Math.round(t.loraMs), mergedUnet: t.mergedUnet }, 'render done');
     }
     return 0;
   } finally {

@@ -41,6 +41,9 @@ const CACHE_FIELDS = [
   ['evictions', 'loraserve_lora_cache_evictions_total', 'counter', 'LoRA cache evictions.'],
   ['entries', 'loraserve_lora_cache_entries', 'gauge', 'LoRAs held in the cache.'],
   ['bytes', 'loraserve_lora_cache_bytes', 'gauge', 'Bytes held by the LoRA cache.'],
+  ['mergedSessions', 'loraserve_merged_unet_sessions', 'gauge', 'Merged-weights UNet sessions held for hot LoRA sets.'],
+  ['mergedBuilds', 'loraserve_merged_unet_builds_total', 'counter', 'Merged-weights UNet sessions built.'],
+  ['mergedHits', 'loraserve_merged_unet_hits_total', 'counter', 'Renders that ran on a merged-weights UNet.'],
 ] as const;
 
 /** The exposition text for the worker role's GET /metrics. */
@@ -88,7 +91,7 @@ export function renderWorkerMetrics(workers: readonly WorkerMetricsSnapshot[], p
   const cached = workers.filter((w) => w.loraCache);
   if (cached.length) {
     for (const [field, name, type, help] of CACHE_FIELDS) {
-      const samples: Sample[] = cached.map((w) => ({ labels: { cache: `worker:${w.id}` }, value: w.loraCache![field] }));
+      const samples: Sample[] = cached.filter((w) => w.loraCache![field] !== undefined).map((w) => ({ labels: { cache: `worker:${w.id}` }, value: w.loraCache![field]! }));
       out.push(...metricFamily(name, type, help, samples));
     }
   }

@@ -247,6 +247,8 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
     latents: req.returnLatents ? { data: x, dims: [B, C, h, w] } : undefined,
     timings: {
       totalMs: tEnd - t0,
+      loraMs: loras.ms,
+      mergedUnet: loras.unet !== undefined,
       textMs: tText - t0,
       denoiseMs: tLoop - tText,
       vaeMs: tVae - tLoop,

@@ -70,6 +70,10 @@ export interface RenderedImage {
 
 export interface RenderTimings {
   totalMs: number;
+  /** LoRA resolution: parse on a cache miss, feed build, and a merged UNet's build when this render made one. */
+  loraMs: number;
+  /** The UNet ran on a merged-weights session (a hot LoRA set, or none) rather than the branched graph. */
+  mergedUnet: boolean;
   textMs: number;
   denoiseMs: number;
   vaeMs: number;

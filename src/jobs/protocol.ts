@@ -27,6 +27,10 @@ export interface LoraCacheStats {
   bytes: number;
   /** LoRA names whose parsed, prepared form the worker holds now. */
   cached?: string[];
+  /** Merged-weights UNet sessions (src/engine/merged-unets.ts): held now, built so far, renders that used one. */
+  mergedSessions?: number;
+  mergedBuilds?: number;
+  mergedHits?: number;
 }
 
 export type HostToWorker =

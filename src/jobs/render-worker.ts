@@ -110,7 +110,10 @@ async function handle(msg: HostToWorker): Promise<void> {
 function loraCacheStats() {
   if (!resolver || !library) return undefined;
   const c = library.cacheStats();
-  return { ...resolver.counters, entries: c.entries, bytes: c.bytes + resolver.stackedBytes, cached: model ? library.cachedNames([...model.lora.te.targets, ...model.lora.unet.targets]) : [] };
+  const m = merged?.stats();
+  return {
+    ...resolver.counters,
+    ...(m ? { mergedSessions: m.sessions, mergedBuilds: m.builds, mergedHits: m.hits } : {}), entries: c.entries, bytes: c.bytes + resolver.stackedBytes, cached: model ? library.cachedNames([...model.lora.te.targets, ...model.lora.unet.targets]) : [] };
 }
 
 // One message at a time, in order: a render never overlaps a load.

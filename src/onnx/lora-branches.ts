@@ -17,8 +17,9 @@
  * kernel) saved ~0.5 ms per tiny step but cost ~5 % of a 512² SD1.5-shaped step at rank 16.
  *
  * Why inputs and not initializers: feeding a value for an initializer that is also a graph input is
- * silently ignored by onnxruntime-node 1.30, so weights cannot be swapped per run. Why not merge W + ΔW:
- * that needs a rebuilt session (seconds) per LoRA set — see docs/ARCHITECTURE.md for the measurements.
+ * silently ignored by onnxruntime-node 1.30, so weights cannot be swapped per run. Merging W + ΔW needs a
+ * session of its own (seconds to build per LoRA set and weights), so it is kept for hot sets only
+ * (src/onnx/weight-merge.ts, src/engine/merged-unets.ts; docs/ARCHITECTURE.md has the measurements).
  */
 import { LoraserveError } from '../core/errors.js';
 import type { TargetLayer } from './graph-modules.js';

@@ -149,10 +149,11 @@ export class Metrics {
     const cache = loras?.cacheStats?.();
     const workerCaches = stats.workers.filter((w) => w.loraCache);
     if (cache || workerCaches.length) {
-      const rows: Array<[string, Partial<Record<'hits' | 'misses' | 'evictions' | 'entries' | 'bytes' | 'maxBytes', number>>]> = [];
+      type Field = 'hits' | 'misses' | 'evictions' | 'entries' | 'bytes' | 'maxBytes' | 'mergedSessions' | 'mergedBuilds' | 'mergedHits';
+      const rows: Array<[string, Partial<Record<Field, number>>]> = [];
       if (cache) rows.push(['library', cache]);
       for (const w of workerCaches) rows.push([`worker:${w.id}`, w.loraCache!]);
-      const series = (field: 'hits' | 'misses' | 'evictions' | 'entries' | 'bytes' | 'maxBytes', name: string) =>
+      const series = (field: Field, name: string) =>
         rows.filter(([, c]) => c[field] !== undefined).map(([where, c]) => `${name}{cache="${esc(where)}"} ${c[field]}`);
       metric('loraserve_lora_cache_hits_total', 'counter', 'LoRA cache hits.', series('hits', 'loraserve_lora_cache_hits_total'));
       metric('loraserve_lora_cache_misses_total', 'counter', 'LoRA cache misses.', series('misses', 'loraserve_lora_cache_misses_total'));
@@ -160,6 +161,9 @@ export class Metrics {
       metric('loraserve_lora_cache_entries', 'gauge', 'LoRAs held in the cache.', series('entries', 'loraserve_lora_cache_entries'));
       metric('loraserve_lora_cache_bytes', 'gauge', 'Bytes held by the LoRA cache.', series('bytes', 'loraserve_lora_cache_bytes'));
       metric('loraserve_lora_cache_max_bytes', 'gauge', 'Byte budget of the LoRA cache.', series('maxBytes', 'loraserve_lora_cache_max_bytes'));
+      metric('loraserve_merged_unet_sessions', 'gauge', 'Merged-weights UNet sessions held for hot LoRA sets.', series('mergedSessions', 'loraserve_merged_unet_sessions'));
+      metric('loraserve_merged_unet_builds_total', 'counter', 'Merged-weights UNet sessions built.', series('mergedBuilds', 'loraserve_merged_unet_builds_total'));
+      metric('loraserve_merged_unet_hits_total', 'counter', 'Renders that ran on a merged-weights UNet.', series('mergedHits', 'loraserve_merged_unet_hits_total'));
     }
 
     metric(

@@ -56,7 +56,7 @@ export interface JobJson {
   infotexts?: string[];
   images?: string[];
   error?: { code: string; message: string; details?: Record<string, unknown> };
-  timings: { queued_ms?: number; run_ms?: number; render?: Record<string, number> };
+  timings: { queued_ms?: number; run_ms?: number; render?: Record<string, number | boolean> };
   worker?: string;
   created_at: string;
   started_at?: string;
@@ -87,6 +87,8 @@ export function jobJson(rec: JobSummary & { images?: JobRecord['images'] }): Job
         encode_ms: round1(r.encodeMs),
         ort_ms: round1(r.ortMs),
         unet_calls: r.unetCalls,
+        lora_ms: round1(r.loraMs ?? 0),
+        merged_unet: r.mergedUnet ?? false,
       },
     },
     worker: rec.worker,

@@ -27,7 +27,7 @@ export class FakeHost implements RenderHostLike {
     return {
       images: seeds.map((seed) => ({ png: new Uint8Array([0x89, 0x50, 0x4e, 0x47]), width: req.width, height: req.height, seed, infotext: `Seed: ${seed}` })),
       seeds,
-      timings: { totalMs: 1, textMs: 0, denoiseMs: 1, vaeMs: 0, encodeMs: 0, ortMs: 1, unetCalls: req.steps },
+      timings: { totalMs: 1, loraMs: 0, mergedUnet: false, textMs: 0, denoiseMs: 1, vaeMs: 0, encodeMs: 0, ortMs: 1, unetCalls: req.steps },
     };
   }
   async close(): Promise<void> {

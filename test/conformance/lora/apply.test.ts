@@ -1,6 +1,6 @@
 /**
- * Request-time LoRA (load-time low-rank branches fed per request) against diffusers' own LoRA results on
- * ../shared/fixtures/tiny-sd15: single LoRAs, three together at 0.7 / −0.4 / 1.3, the text encoder at 0.8,
+ * Request-time LoRA, both ways (load-time low-rank branches fed per request, and the merged-weights UNet sessions
+ * hot sets get) against diffusers' own LoRA results on ../shared/fixtures/tiny-sd15: single LoRAs, three together at 0.7 / −0.4 / 1.3, the text encoder at 0.8,
  * and end-to-end images with a LoRA (diffusers pipe and A1111's k-diffusion run). Issue 4's bars:
  * 1e-4 relative for tensors, 2/255 for images.
  */
@@ -12,6 +12,7 @@ import { loadModel, type LoadedModel } from '../../../src/engine/model.js';
 import { generate } from '../../../src/engine/generate.js';
 import { textEncoderFeeds } from '../../../src/onnx/text-encoder-rewrite.js';
 import { LoraResolver } from '../../../src/engine/lora-resolver.js';
+import { MergedUnets } from '../../../src/engine/merged-unets.js';
 import type { LoraSpec } from '../../../src/engine/request.js';
 import { LoraLibrary } from '../../../src/lora/index.js';
 import { compare, kdiffRefs, requireFixtures, tinySd15Refs } from '../../helpers/fixtures.js';
@@ -19,34 +20,42 @@ import { compare, kdiffRefs, requireFixtures, tinySd15Refs } from '../../helpers
 let model: LoadedModel;
 let library: LoraLibrary;
 let resolver: LoraResolver;
+/** The other way to apply a set: merged-weights UNet sessions, built on first use here (src/engine/merged-unets.ts). */
+let merged: MergedUnets;
+let mergedResolver: LoraResolver;
 
 before(async () => {
   const dir = requireFixtures('tiny-sd15');
   model = await loadModel(dir, { device: { kind: 'cpu' } });
   library = await LoraLibrary.open(join(dir, 'loras'));
   resolver = new LoraResolver(model, library);
+  merged = new MergedUnets(model, { after: 0, maxBytes: Number.MAX_SAFE_INTEGER });
+  mergedResolver = new LoraResolver(model, library, { merged });
 });
 after(async () => {
+  await merged?.release();
   library?.close();
   await model?.release();
 });
 
-async function unetWith(loras: LoraSpec[], t: 't500' | 't1'): Promise<Float32Array> {
+async function unetWith(loras: LoraSpec[], t: 't500' | 't1', how: 'branches' | 'merged' = 'branches'): Promise<Float32Array> {
   const refs = tinySd15Refs();
   const s = refs.f32('unet/sample');
   const e = refs.f32('unet/encoder_hidden_states');
   const ts = refs.f32(`unet/timestep_${t}`);
-  const { feeds } = await resolver.resolve(loras);
-  const out = await model.unet.run({
+  const resolved = await (how === 'merged' ? mergedResolver : resolver).resolve(loras);
+  if (how === 'merged') assert.ok(resolved.unet, 'a merged session');
+  const out = await (resolved.unet ?? model.unet).run({
     sample: { type: 'float32', data: s.data, dims: s.shape },
     timestep: { type: 'float32', data: ts.data, dims: ts.shape },
     encoder_hidden_states: { type: 'float32', data: e.data, dims: e.shape },
-    ...feeds.unet,
+    ...(resolved.unet ? {} : resolved.feeds.unet),
   });
   return out.out_sample.data as Float32Array;
 }
 
-describe('UNet with LoRAs vs diffusers-merged references', () => {
+for (const how of ['branches', 'merged'] as const)
+describe(`UNet with LoRAs (${how}) vs diffusers-merged references`, () => {
   const cases: Array<[string, LoraSpec[]]> = [
     ['catears', [{ name: 'catears', weight: 1 }]],
     ['idol', [{ name: 'idol', weight: 1 }]],
@@ -56,7 +65,7 @@ describe('UNet with LoRAs vs diffusers-merged references', () => {
   for (const [ref, loras] of cases) {
     for (const t of ['t500', 't1'] as const) {
       test(`${ref} ${t} within 1e-4 relative`, async (ctx) => {
-        const got = await unetWith(loras, t);
+        const got = await unetWith(loras, t, how);
         const c = compare(got, tinySd15Refs().f32(`unet/out_${t}_lora_${ref}`).data);
         assert.ok(c.relL2 < 1e-4, `relL2 ${c.relL2}`);
         ctx.diagnostic(`relL2 ${c.relL2.toExponential(2)}`);
@@ -68,8 +77,8 @@ describe('UNet with LoRAs vs diffusers-merged references', () => {
   }
 
   test('no LoRAs after LoRAs gives the base output again (no state leaks between requests)', async () => {
-    await unetWith([{ name: 'catears', weight: 1 }], 't500');
-    const c = compare(await unetWith([], 't500'), tinySd15Refs().f32('unet/out_t500_nolora').data);
+    await unetWith([{ name: 'catears', weight: 1 }], 't500', how);
+    const c = compare(await unetWith([], 't500', how), tinySd15Refs().f32('unet/out_t500_nolora').data);
     assert.ok(c.relL2 < 1e-5, `relL2 ${c.relL2}`);
   });
 });
@@ -90,7 +99,8 @@ async function imageDiff255(png: Uint8Array, ref: Float32Array): Promise<number>
   return worst;
 }
 
-test('end to end: diffusers euler_64x64_lora_catears@0.8 (same initial latents)', async () => {
+for (const how of ['branches', 'merged'] as const)
+test(`end to end (${how}): diffusers euler_64x64_lora_catears@0.8 (same initial latents)`, async () => {
   const refs = tinySd15Refs();
   const name = 'euler_64x64_lora_catears@0.8';
   const run = (refs.index.pipeline_runs as Record<string, { prompt: string; negative_prompt: string; guidance_scale: number; num_inference_steps: number }>)[name];
@@ -114,7 +124,7 @@ test('end to end: diffusers euler_64x64_lora_catears@0.8 (same initial latents)'
       loras: [{ name: 'catears', weight: 0.8 }],
     },
     {},
-    { loras: resolver },
+    { loras: how === 'merged' ? mergedResolver : resolver },
   );
   const c = compare(res.latents!.data, refs.f32(`pipe/${name}/latents_final`).data);
   assert.ok(c.relL2 < 1e-4, `latents relL2 ${c.relL2}`);

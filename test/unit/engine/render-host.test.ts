@@ -8,7 +8,9 @@ import sharp from 'sharp';
 import { RenderHost } from '../../../src/jobs/render-host.js';
 import type { RenderRequest } from '../../../src/engine/request.js';
 import { readPngText } from '../../../src/image/png.js';
-import { tinyModelDir } from '../../helpers/tiny-model.js';
+import { makeTinyModel, tinyModelDir } from '../../helpers/tiny-model.js';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 
 let host: RenderHost;
 before(async () => {
@@ -95,5 +97,43 @@ test('an unavailable execution provider falls back to CPU with a warning', async
     assert.ok(warnings.some((w) => /'cuda' unavailable.*falling back to CPU/.test(w)), warnings.join('\n'));
   } finally {
     await h.close();
+  }
+});
+
+test('hot LoRA sets move to a merged-weights UNet (--lora-merge-after), reported in timings and cache figures', async () => {
+  const tiny = await makeTinyModel({ loras: 2 });
+  const names = readdirSync(join(tiny.modelDir, 'loras')).map((f) => f.replace(/\.safetensors$/, '')).sort();
+  const hot = await RenderHost.start(tiny.modelDir, { kind: 'cpu' }, undefined, { loraDir: join(tiny.modelDir, 'loras'), loraMerge: { after: 1 } });
+  const off = await RenderHost.start(tiny.modelDir, { kind: 'cpu' }, undefined, { loraDir: join(tiny.modelDir, 'loras'), loraMerge: { after: 'off' } });
+  try {
+    const req: RenderRequest = { ...base, loras: [{ name: names[0], weight: 0.8 }, { name: names[1], weight: -0.5 }] };
+    const first = await hot.render(req, {});
+    const second = await hot.render(req, {});
+    assert.equal(first.timings.mergedUnet, false);
+    assert.equal(second.timings.mergedUnet, true);
+    assert.equal(hot.loraCache?.mergedBuilds, 1);
+    assert.equal(hot.loraCache?.mergedSessions, 1);
+    const [a, b] = await Promise.all([first, second].map((r) => sharp(r.images[0].png).raw().toBuffer()));
+    let differ = 0;
+    for (let i = 0; i < a.length; i++) {
+      assert.ok(Math.abs(a[i] - b[i]) <= 1, 'merged and branched renders agree to one 8-bit step');
+      if (a[i] !== b[i]) differ++;
+    }
+    assert.ok(differ <= a.length / 200, `${differ} values differ`);
+    assert.equal(first.images[0].infotext, second.images[0].infotext);
+
+    // Other weights are another set: back on the branches, at once.
+    assert.equal((await hot.render({ ...req, loras: [{ name: names[0], weight: 0.3 }] }, {})).timings.mergedUnet, false);
+    // No LoRAs: the plain graph, bit for bit what the branches at rank 0 give.
+    const plain1 = await hot.render(base, {});
+    const plain2 = await hot.render(base, {});
+    assert.equal(plain2.timings.mergedUnet, true);
+    assert.deepEqual(plain2.images[0].png, plain1.images[0].png);
+
+    for (let i = 0; i < 3; i++) assert.equal((await off.render(req, {})).timings.mergedUnet, false);
+    assert.equal(off.loraCache?.mergedBuilds, 0);
+  } finally {
+    await Promise.all([hot.close(), off.close()]);
+    tiny.cleanup();
   }
 });
