@@ -21,7 +21,7 @@ import { textEncoderFeeds } from '../onnx/text-encoder-rewrite.js';
 import type { EmbeddingLibrary } from '../text/embeddings/library.js';
 import { buildConditioning, type Conditioning } from './conditioning.js';
 import { lorasForRequest } from './lora-list.js';
-import { noLoras, type LoraResolver } from './lora-resolver.js';
+import { noLoras, type LoraResolver, type ResolvedLoras } from './lora-resolver.js';
 import type { LoadedModel } from './model.js';
 import type { RenderHooks, RenderRequest, RenderResult, RenderedImage } from './request.js';
 import { validateRenderRequest } from './validate.js';
@@ -86,6 +86,22 @@ export async function generate(model: LoadedModel, req: RenderRequest, hooks: Re
     throw new LoraserveError('UNKNOWN_LORA', `unknown LoRA '${specs[0].name}': no LoRA folder is configured`, { name: specs[0].name });
   }
   const loras = ctx.loras ? await ctx.loras.resolve(specs) : noLoras(model);
+  try {
+    return await render(model, req, hooks, ctx, loras, sampling, t0);
+  } finally {
+    loras.release?.(); // the feeds' memory may be reused from now on
+  }
+}
+
+async function render(
+  model: LoadedModel,
+  req: RenderRequest,
+  hooks: RenderHooks,
+  ctx: RenderContext,
+  loras: ResolvedLoras,
+  sampling: ReturnType<typeof resolveSampling>,
+  t0: number,
+): Promise<RenderResult> {
   const clock = new OrtClock();
   const sig = model.unetSig;
   const B = req.batchSize;

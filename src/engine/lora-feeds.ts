@@ -19,13 +19,15 @@
  * the graph's dtype) and cached. The scaled factor is cached per combination AND scales, so a repeated request
  * builds nothing and reuses the very feed objects. Both share one LRU bounded by bytes; the loaded LoRAs
  * (src/lora, fp16 files kept fp16) are the only per-LoRA copy. Branches no LoRA touches get zero-size feeds
- * (R = 0), which add exactly nothing.
+ * (R = 0), which add exactly nothing. Copies are carved from pre-touched memory (feed-arena.ts) under a lease
+ * held for the render (FeedLease), so building a never-seen set does not wait on page faults.
  */
 import { LoraserveError } from '../core/errors.js';
 import type { LoraFactor, LoraLayer, ScalePlan, ScaledLayer } from '../lora/index.js';
 import type { LoraBranch, LoraBranchPlan } from '../onnx/lora-branches.js';
 import { float16BitsToFloat32, float32ToFloat16Bits } from '../tensor/float16.js';
 import type { HostTensor } from '../tensor/host-tensor.js';
+import { FeedArena, type ArenaRange } from './feed-arena.js';
 
 export type FeedSet = Record<string, HostTensor>;
 
@@ -94,10 +96,15 @@ function scaleColumnsToHalf(dst: Uint16Array, R: number, off: number, src: LoraF
   for (let i = 0, o = off; i < src.length; o += R - r) for (let j = 0; j < r; j++, i++, o++) dst[o] = float32ToFloat16Bits(s * (t ? t[src[i]] : src[i]));
 }
 
-/** A = [s₁·down₁ ; s₂·down₂ ; …] as [R, in·kh·kw] (s = 1 when the scale is folded into B). */
-function stackDown(b: LoraBranch, layers: readonly ScaledLayer[], R: number, scaled: boolean): Data {
+/** Where a factor's memory comes from: the cache's pre-touched arena when it has room (see feed-arena.ts). */
+type Alloc = (dtype: 'float32' | 'float16', n: number) => Data;
+
+const freshAlloc: Alloc = (dtype, n) => (dtype === 'float16' ? new Uint16Array(n) : new Float32Array(n));
+
+/** A = [s₁·down₁ ; s₂·down₂ ; …] as [R, in·kh·kw] (s = 1 when the scale is folded into B). Writes every element. */
+function stackDown(b: LoraBranch, layers: readonly ScaledLayer[], R: number, scaled: boolean, alloc: Alloc): Data {
   const rowLen = b.inFeatures * b.kernel[0] * b.kernel[1];
-  const dst = b.dtype === 'float16' ? new Uint16Array(R * rowLen) : new Float32Array(R * rowLen);
+  const dst = alloc(b.dtype, R * rowLen);
   let off = 0;
   for (const { layer, scale } of layers) {
     const s = scaled ? scale : 1;
@@ -110,10 +117,10 @@ function stackDown(b: LoraBranch, layers: readonly ScaledLayer[], R: number, sca
   return dst;
 }
 
-/** B = [s₁·up₁ | s₂·up₂ | …] as [out, R] (s = 1 when the scale is folded into A). */
-function stackUp(b: LoraBranch, layers: readonly ScaledLayer[], R: number, scaled: boolean): Data {
+/** B = [s₁·up₁ | s₂·up₂ | …] as [out, R] (s = 1 when the scale is folded into A). Writes every element. */
+function stackUp(b: LoraBranch, layers: readonly ScaledLayer[], R: number, scaled: boolean, alloc: Alloc): Data {
   const n = b.outFeatures * R;
-  const dst = b.dtype === 'float16' ? new Uint16Array(n) : new Float32Array(n);
+  const dst = alloc(b.dtype, n);
   let off = 0;
   for (const { layer, scale } of layers) {
     const s = scaled ? scale : 1;
@@ -161,11 +168,34 @@ interface Entry {
   /** Kept whole, so a repeated request reuses the object (and OnnxSession its checked ORT tensor). */
   tensor: HostTensor;
   bytes: number;
+  /** Its memory, when carved from the arena: given back once it is evicted AND no lease holds it. */
+  range?: ArenaRange;
+  /** Leases holding it (Infinity: handed out without a lease, so never recycled). */
+  refs: number;
+  evicted: boolean;
+}
+
+/**
+ * The factor-cache entries one request's feeds use. While a lease is held its entries' memory is never
+ * recycled, even if the LRU drops them; `release()` when the render is over. A lease never released only
+ * means that memory is not reused (it is dropped with the entry, as any garbage).
+ */
+export class FeedLease {
+  readonly entries: Entry[] = [];
+  private done = false;
+  constructor(private readonly cache: LoraFactorCache) {}
+
+  release(): void {
+    if (this.done) return;
+    this.done = true;
+    for (const e of this.entries) this.cache.unref(e);
+  }
 }
 
 /**
  * Stacked and scaled factors per branch, in one LRU bounded by bytes. Keys name the LoraLayer objects (a
  * changed file yields new objects, so nothing stale is ever reused) and, for the scaled factor, the scales.
+ * Their memory comes from a pre-touched arena when a lease is given (src/engine/feed-arena.ts).
  */
 export class LoraFactorCache {
   private readonly ids = new WeakMap<LoraLayer, number>();
@@ -174,12 +204,37 @@ export class LoraFactorCache {
   /** A single LoRA's own unscaled factor, fed without a copy: lives as long as the layer, outside the budget. */
   private readonly direct = { down: new WeakMap<LoraLayer, HostTensor>(), up: new WeakMap<LoraLayer, HostTensor>() };
   private held = 0;
+  /** Bytes of factors built since the start (a counter: the resolver sizes the arena's headroom from it). */
+  builtBytes = 0;
+  readonly arena = new FeedArena();
 
-  constructor(private readonly maxBytes = 512 * 2 ** 20) {}
+  constructor(readonly maxBytes = 512 * 2 ** 20) {}
 
   /** Bytes held by copies (stacks, converted and scaled factors); the LoRAs' own arrays are not counted. */
   get bytes(): number {
     return this.held;
+  }
+
+  lease(): FeedLease {
+    return new FeedLease(this);
+  }
+
+  /** @internal FeedLease.release */
+  unref(e: Entry): void {
+    e.refs--;
+    this.recycle(e);
+  }
+
+  private recycle(e: Entry): void {
+    if (e.evicted && e.refs === 0 && e.range) {
+      this.arena.release(e.range);
+      e.range = undefined;
+    }
+  }
+
+  /** Keeps at least `headroom` bytes of the arena free for the next never-seen set (call while idle). */
+  topUp(headroom: number): void {
+    this.arena.reserve(Math.min(this.arena.usedBytes + headroom, this.maxBytes + headroom));
   }
 
   private idOf(l: LoraLayer): number {
@@ -191,27 +246,45 @@ export class LoraFactorCache {
     return id;
   }
 
-  private cached(key: string, make: () => HostTensor): HostTensor {
+  private hold(e: Entry, lease: FeedLease | undefined): HostTensor {
+    if (lease) {
+      e.refs++;
+      lease.entries.push(e);
+    } else e.refs = Infinity;
+    return e.tensor;
+  }
+
+  private cached(key: string, make: (alloc: Alloc) => HostTensor, lease: FeedLease | undefined): HostTensor {
     const hit = this.entries.get(key);
     if (hit) {
       this.entries.delete(key); // re-insert: Map order is the LRU order
       this.entries.set(key, hit);
-      return hit.tensor;
+      return this.hold(hit, lease);
     }
-    const tensor = make();
-    const entry = { tensor, bytes: tensor.data.byteLength };
+    let range: ArenaRange | undefined;
+    const alloc: Alloc = (dtype, n) => {
+      const got = lease ? this.arena.alloc(n * (dtype === 'float16' ? 2 : 4)) : undefined;
+      if (!got) return freshAlloc(dtype, n);
+      range = got.range;
+      return dtype === 'float16' ? new Uint16Array(got.buffer, got.range.offset, n) : new Float32Array(got.buffer, got.range.offset, n);
+    };
+    const tensor = make(alloc);
+    const entry: Entry = { tensor, bytes: tensor.data.byteLength, range, refs: 0, evicted: false };
+    this.builtBytes += entry.bytes;
     this.entries.set(key, entry);
     this.held += entry.bytes;
     while (this.held > this.maxBytes && this.entries.size > 1) {
       const [k, v] = this.entries.entries().next().value!;
       this.entries.delete(k);
       this.held -= v.bytes;
+      v.evicted = true;
+      this.recycle(v);
     }
-    return tensor;
+    return this.hold(entry, lease);
   }
 
   /** The branch's feed for one factor: scaled (keyed by the scales too) or plain (keyed by the combination). */
-  private factor(side: 'down' | 'up', b: LoraBranch, layers: readonly ScaledLayer[]): HostTensor {
+  private factor(side: 'down' | 'up', b: LoraBranch, layers: readonly ScaledLayer[], lease: FeedLease | undefined): HostTensor {
     const scaled = scaleOnDown(b) === (side === 'down');
     const dims = side === 'down' ? downDims : upDims;
     const first = layers[0].layer;
@@ -223,20 +296,24 @@ export class LoraFactorCache {
     }
     // String(number) is exact (shortest round-trip), so equal keys mean equal scales.
     const key = `${side}|${b.dtype}|${layers.map((l) => (scaled ? `${this.idOf(l.layer)}:${l.scale}` : this.idOf(l.layer))).join(',')}`;
-    return this.cached(key, () => {
-      const R = rankOf(layers);
-      return tensorOf(b.dtype, (side === 'down' ? stackDown : stackUp)(b, layers, R, scaled), dims(b, R));
-    });
+    return this.cached(
+      key,
+      (alloc) => {
+        const R = rankOf(layers);
+        return tensorOf(b.dtype, (side === 'down' ? stackDown : stackUp)(b, layers, R, scaled, alloc), dims(b, R));
+      },
+      lease,
+    );
   }
 
   /** A: the layers' down factors stacked by rows, in the branch's dtype. */
-  down(b: LoraBranch, layers: readonly ScaledLayer[]): HostTensor {
-    return this.factor('down', b, layers);
+  down(b: LoraBranch, layers: readonly ScaledLayer[], lease?: FeedLease): HostTensor {
+    return this.factor('down', b, layers, lease);
   }
 
   /** B: the layers' up factors side by side, in the branch's dtype. */
-  up(b: LoraBranch, layers: readonly ScaledLayer[]): HostTensor {
-    return this.factor('up', b, layers);
+  up(b: LoraBranch, layers: readonly ScaledLayer[], lease?: FeedLease): HostTensor {
+    return this.factor('up', b, layers, lease);
   }
 }
 
@@ -244,14 +321,14 @@ export class LoraFactorCache {
  * Feeds for one part (unet or te) of a scale plan; branches the plan does not touch reuse `empty`.
  * A planned module the graph has no branch for is an error (the LoRA was matched against these same targets).
  */
-export function buildFeeds(branches: LoraBranchPlan, layers: ReadonlyMap<string, ScaledLayer[]>, empty: FeedSet, cache: LoraFactorCache): FeedSet {
+export function buildFeeds(branches: LoraBranchPlan, layers: ReadonlyMap<string, ScaledLayer[]>, empty: FeedSet, cache: LoraFactorCache, lease?: FeedLease): FeedSet {
   const feeds: FeedSet = { ...empty };
   for (const [module, list] of layers) {
     const b = branches.byModule.get(module);
     if (!b) throw new LoraserveError('LORA_MISMATCH', `LoRA targets ${module}, which this model's graph has no LoRA branch for`, { module });
     for (const l of list) checkLayer(b, l.layer);
-    feeds[b.downInput] = cache.down(b, list);
-    feeds[b.upInput] = cache.up(b, list);
+    feeds[b.downInput] = cache.down(b, list, lease);
+    feeds[b.upInput] = cache.up(b, list, lease);
   }
   return feeds;
 }
@@ -263,6 +340,6 @@ export interface LoraFeeds {
   signature: string;
 }
 
-export function feedsForPlan(plan: ScalePlan, unet: LoraBranchPlan, te: LoraBranchPlan, empty: { unet: FeedSet; te: FeedSet }, cache: LoraFactorCache): LoraFeeds {
-  return { unet: buildFeeds(unet, plan.unet, empty.unet, cache), te: buildFeeds(te, plan.te, empty.te, cache), signature: plan.signature };
+export function feedsForPlan(plan: ScalePlan, unet: LoraBranchPlan, te: LoraBranchPlan, empty: { unet: FeedSet; te: FeedSet }, cache: LoraFactorCache, lease?: FeedLease): LoraFeeds {
+  return { unet: buildFeeds(unet, plan.unet, empty.unet, cache, lease), te: buildFeeds(te, plan.te, empty.te, cache, lease), signature: plan.signature };
 }

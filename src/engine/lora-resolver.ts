@@ -28,12 +28,20 @@ export interface ResolvedLoras {
    * branch feeds. Undefined: run the branched UNet with `feeds.unet`.
    */
   unet?: OnnxSession;
+  /** The render is over: the factor memory its feeds use may be reused (see FeedLease). */
+  release?: () => void;
 }
 
 /** A render without LoRAs: every branch at rank 0. */
 export function noLoras(model: LoadedModel): ResolvedLoras {
   return { feeds: { unet: model.lora.unet.empty, te: model.lora.te.empty, signature: '' }, hashes: [], ms: 0 };
 }
+
+/**
+ * Total rank the pre-touched factor memory is sized for at first, on every branch (three rank-16 LoRAs, or one
+ * of rank 32 on a LoCon's every layer); it then grows to the largest set built so far.
+ */
+const HEADROOM_RANK = 32;
 
 export class LoraResolver {
   private readonly targets: LoraTarget[];
@@ -46,6 +54,9 @@ export class LoraResolver {
   readonly counters = { hits: 0, misses: 0, evictions: 0 };
   private readonly logger: Logger;
   private readonly merged: MergedUnets | undefined;
+  private readonly headroom: number;
+  /** Bytes of new factors the most demanding resolve so far built. */
+  private largestSet = 0;
 
   constructor(
     private readonly model: LoadedModel,
@@ -56,7 +67,27 @@ export class LoraResolver {
     this.targets = [...model.lora.te.targets, ...model.lora.unet.targets];
     this.layout = unetLayoutFromModules(model.lora.unet.targets.map((t) => t.module));
     this.factors = new LoraFactorCache(opts.maxStackBytes);
+    const perRank = [...model.lora.unet.plan.branches, ...model.lora.te.plan.branches].reduce(
+      (n, b) => n + (b.inFeatures * b.kernel[0] * b.kernel[1] + b.outFeatures) * (b.dtype === 'float16' ? 2 : 4),
+      0,
+    );
+    this.headroom = perRank * HEADROOM_RANK;
     this.logger = opts.logger ?? silentLogger;
+  }
+
+  /**
+   * Touches, now, the factor memory the next never-seen LoRA set will need (src/engine/feed-arena.ts): as much
+   * as the largest set built so far, at least HEADROOM_RANK on every branch, within the factor cache's budget.
+   * Call while no render waits (at load and after each render); a set that does not fit is built in fresh
+   * memory, only slower.
+   */
+  prepare(): void {
+    this.factors.topUp(Math.min(this.factors.maxBytes, Math.max(this.headroom, this.largestSet)));
+  }
+
+  /** Bytes of pre-touched factor memory (in use or free). */
+  get arenaBytes(): number {
+    return this.factors.arena.reservedBytes;
   }
 
   /** Bytes held by stacked and scaled factors (a single LoRA's down factor is fed without a copy). */
@@ -93,12 +124,15 @@ export class LoraResolver {
     const full = await Promise.all(specs.map(async (s) => ({ name: s.name, hashes: await library.hashes(s.name) })));
     const hashes = full.map((h) => ({ name: h.name, hash: h.hashes.short }));
 
-    const feeds = feedsForPlan(plan, this.model.lora.unet.plan, this.model.lora.te.plan, { unet: this.model.lora.unet.empty, te: this.model.lora.te.empty }, this.factors);
+    const lease = this.factors.lease();
+    const built = this.factors.builtBytes;
+    const feeds = feedsForPlan(plan, this.model.lora.unet.plan, this.model.lora.te.plan, { unet: this.model.lora.unet.empty, te: this.model.lora.te.empty }, this.factors, lease);
+    this.largestSet = Math.max(this.largestSet, this.factors.builtBytes - built);
     // Same signature and same file contents ⇒ the same merged weights.
     const key = `${plan.signature}|${full.map((h) => `${h.name}=${h.hashes.sha256}`).sort().join(',')}`;
     const unet = await this.merged?.sessionFor(key, feeds.unet);
     const ms = performance.now() - t0;
     this.logger.debug({ loras: specs.map((s) => s.name), ms: Math.round(ms), maxRank: plan.maxRank, merged: unet !== undefined }, 'LoRA feeds built');
-    return { feeds, hashes, ms, unet };
+    return { feeds, hashes, ms, unet, release: () => lease.release() };
   }
 }

@@ -52,6 +52,7 @@ export class MergedUnets {
   private readonly logger: Logger;
   readonly capacity: number;
   private readonly counters = { builds: 0, hits: 0, buildMs: 0 };
+  private readonly failed = new Set<string>();
 
   constructor(
     private readonly model: LoadedModel,
@@ -91,8 +92,17 @@ export class MergedUnets {
     this.uses.delete(key);
     this.uses.set(key, n);
     if (this.uses.size > MAX_TRACKED_KEYS) this.uses.delete(this.uses.keys().next().value!);
-    if (n <= this.opts.after!) return undefined;
-    return this.build(key, feeds);
+    if (n <= this.opts.after! || this.failed.has(key)) return undefined;
+    try {
+      return await this.build(key, feeds);
+    } catch (e) {
+      // The branches still render this set correctly: a failed build (disk full for the merged weights, device
+      // memory) costs speed, not the request. Not retried for this key.
+      this.failed.add(key);
+      if (this.failed.size > MAX_TRACKED_KEYS) this.failed.delete(this.failed.values().next().value!);
+      this.logger.warn({ error: (e as Error).message }, 'could not build a merged-weights UNet; this LoRA set stays on the branched graph');
+      return undefined;
+    }
   }
 
   private deltas(feeds: FeedSet): LayerDelta[] {

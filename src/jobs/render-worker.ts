@@ -58,6 +58,7 @@ async function handle(msg: HostToWorker): Promise<void> {
         library = msg.loraDir ? await LoraLibrary.open(msg.loraDir, { logger, cacheBytes: msg.loraCacheBytes }) : undefined;
         library?.watch();
         resolver = new LoraResolver(model, library, { logger, merged });
+        resolver.prepare();
         embeddings = msg.embeddingsDir ? await EmbeddingLibrary.open(msg.embeddingsDir) : undefined;
         post({
           type: 'loaded',
@@ -93,6 +94,8 @@ async function handle(msg: HostToWorker): Promise<void> {
         );
         // Copied, not transferred: PNG bytes may sit in a Buffer pool shared with other data.
         post({ type: 'result', id: msg.id, result, loraCache: loraCacheStats() });
+        // Between renders: touch the memory the next never-seen LoRA set will be built in.
+        resolver?.prepare();
       } catch (e) {
         post({ type: 'failed', id: msg.id, error: toLoraserveError(e, 'INFERENCE_FAILED').toJSON() });
       }

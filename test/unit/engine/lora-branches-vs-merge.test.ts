@@ -179,3 +179,22 @@ test('merging is off without `after`, and with no room for one session', async (
     assert.equal(merged.capacity, 0);
   }
 });
+
+test('a merged build that fails (here: its scratch folder cannot be made) leaves the set on the branches, logged, not retried', async () => {
+  const warnings: string[] = [];
+  const logger = { debug() {}, info() {}, error() {}, warn: (_o: object | string, m?: string) => warnings.push(m ?? String(_o)) };
+  const merged = new MergedUnets(model, { after: 0, maxBytes: Number.MAX_SAFE_INTEGER, cacheRoot: join(tiny.modelDir, 'unet', 'model.onnx', 'x'), logger });
+  const r = new LoraResolver(model, library, { merged });
+  try {
+    for (let i = 0; i < 2; i++) {
+      const got = await r.resolve(specs);
+      assert.equal(got.unet, undefined);
+      got.release?.();
+    }
+    assert.equal(warnings.length, 1, warnings.join('; '));
+    assert.match(warnings[0], /stays on the branched graph/);
+    assert.equal(merged.stats().builds, 0);
+  } finally {
+    await merged.release();
+  }
+});

@@ -148,3 +148,42 @@ test('a layer whose shape disagrees with the branch is LORA_MISMATCH', () => {
   assert.throws(() => buildFeeds(plan, new Map([['m', [{ lora: 'x', layer: bad, weight: 1, scale: 1 }]]]), emptyFeeds(plan), new LoraFactorCache()), (e: Error & { code?: string }) => e.code === 'LORA_MISMATCH');
   assert.throws(() => buildFeeds(plan, new Map([['other', [{ lora: 'x', layer: layer(b, 2, 1), weight: 1, scale: 1 }]]]), emptyFeeds(plan), new LoraFactorCache()), (e: Error & { code?: string }) => e.code === 'LORA_MISMATCH');
 });
+
+test('arena-backed factors: a leased factor is never recycled while leased, even once evicted; released ones are', () => {
+  const b = branch('linear', 64, 64, [1, 1]);
+  const plan: LoraBranchPlan = { branches: [b], byModule: new Map([['m', b]]) };
+  // Room for about one set's factors: each new set evicts the previous one.
+  const cache = new LoraFactorCache(2 * 4 * 64 * 4);
+  cache.topUp(1 << 20);
+  const sets = new Map<number, Map<string, ScaledLayer[]>>();
+  const set = (i: number) => {
+    if (!sets.has(i)) sets.set(i, new Map([['m', [{ lora: 'a', layer: layer(b, 2, i), weight: 1, scale: 0.5 }, { lora: 'b', layer: layer(b, 2, i + 100), weight: 1, scale: 2 }]]]));
+    return sets.get(i)!;
+  };
+  const lease1 = cache.lease();
+  const f1 = buildFeeds(plan, set(1), emptyFeeds(plan), cache, lease1);
+  const snapshot = Float32Array.from(f1.d.data as Float32Array);
+  assert.ok(cache.arena.usedBytes > 0, 'carved from the arena');
+  // Set 2 evicts set 1's entries, but lease1 still holds them: their memory must not be reused.
+  const lease2 = cache.lease();
+  buildFeeds(plan, set(2), emptyFeeds(plan), cache, lease2);
+  const lease3 = cache.lease();
+  buildFeeds(plan, set(3), emptyFeeds(plan), cache, lease3);
+  assert.deepEqual(f1.d.data, snapshot, 'leased factor intact');
+  const used = cache.arena.usedBytes;
+  lease1.release();
+  lease1.release(); // idempotent
+  assert.ok(cache.arena.usedBytes < used, 'evicted and released: given back');
+  lease2.release();
+  // Set 3's entries are cached (not evicted): releasing keeps them, and a hit returns the same tensor.
+  lease3.release();
+  const lease4 = cache.lease();
+  const again = buildFeeds(plan, set(3), emptyFeeds(plan), cache, lease4);
+  const f3 = buildFeeds(plan, set(3), emptyFeeds(plan), cache);
+  assert.equal(again.d, f3.d);
+  // A factor handed out without a lease is pinned for good: evicting it does not recycle its memory.
+  const before = cache.arena.usedBytes;
+  lease4.release();
+  buildFeeds(plan, set(4), emptyFeeds(plan), cache, cache.lease());
+  assert.ok(cache.arena.usedBytes >= before, 'the unleased hit kept set 3 pinned');
+});
