@@ -26,7 +26,7 @@ import { LoraserveError } from '../core/errors.js';
 import type { LoraFactor, LoraLayer, ScalePlan, ScaledLayer } from '../lora/index.js';
 import type { LoraBranch, LoraBranchPlan } from '../onnx/lora-branches.js';
 import { float16BitsToFloat32, float32ToFloat16Bits } from '../tensor/float16.js';
-import type { HostTensor } from '../tensor/host-tensor.js';
+import { numel, type HostTensor } from '../tensor/host-tensor.js';
 import { FeedArena, type ArenaRange } from './feed-arena.js';
 
 export type FeedSet = Record<string, HostTensor>;
@@ -153,13 +153,19 @@ function checkLayer(b: LoraBranch, layer: LoraLayer): void {
   }
 }
 
-/** Zero-rank feeds for every branch: the graph then computes exactly the base model. */
-export function emptyFeeds(plan: LoraBranchPlan): FeedSet {
+/**
+ * Feeds for branches no LoRA touches: zero-rank (zero-size) factors, so the graph computes exactly the base
+ * model. `rank` 1 gives rank-1 factors of zeros instead, for execution providers that cannot take zero-size
+ * tensors (onnxruntime-node 1.30's WebGPU crashes the process on them): the branch then adds x·0 = 0.
+ */
+export function emptyFeeds(plan: LoraBranchPlan, rank: 0 | 1 = 0): FeedSet {
   const feeds: FeedSet = {};
   for (const b of plan.branches) {
-    const empty = b.dtype === 'float32' ? new Float32Array(0) : new Uint16Array(0);
-    feeds[b.downInput] = tensorOf(b.dtype, empty, downDims(b, 0));
-    feeds[b.upInput] = tensorOf(b.dtype, empty, upDims(b, 0));
+    const down = downDims(b, rank);
+    const up = upDims(b, rank);
+    const make = (dims: number[]) => (b.dtype === 'float32' ? new Float32Array(numel(dims)) : new Uint16Array(numel(dims)));
+    feeds[b.downInput] = tensorOf(b.dtype, make(down), down);
+    feeds[b.upInput] = tensorOf(b.dtype, make(up), up);
   }
   return feeds;
 }

@@ -111,7 +111,8 @@ export class MergedUnets {
     for (const b of graph.plan.branches) {
       const down = feeds[b.downInput];
       const up = feeds[b.upInput];
-      if (!down || !up || down.dims[0] === 0) continue;
+      // Untouched branches: zero-size feeds, or rank-1 zeros on providers that need them (model.ts).
+      if (!down || !up || down.dims[0] === 0 || down === graph.empty[b.downInput]) continue;
       const layer = graph.layers.get(b.module)!;
       out.push({ weightName: layer.weightName, layout: layer.layout, down, up });
     }

@@ -157,7 +157,9 @@ export async function loadModel(dir: string, opts: LoadOptions): Promise<LoadedM
       ...(l.kernel ? { kernel: l.kernel } : {}),
     }));
     logger.debug({ component: label, branches: plan.branches.length, materialized: mat.kind === 'file' ? mat.how : 'bytes', ms: Math.round(performance.now() - t) }, `${label}: LoRA branches added`);
-    return { session, graph: { plan, targets, layers: new Map(layers.map((l) => [l.module, l])), empty: emptyFeeds(plan) } };
+    // WebGPU cannot take the zero-size factors of untouched branches (the process crashes): rank-1 zeros there.
+    const empty = emptyFeeds(plan, session.provider === 'webgpu' ? 1 : 0);
+    return { session, graph: { plan, targets, layers: new Map(layers.map((l) => [l.module, l])), empty } };
   };
   try {
     const te = await openWithBranches(files.textEncoder, 'text_encoder', 'te');

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { OnnxSession } from '../../../src/onnx/runtime.js';
 import { loadModel } from '../../../src/engine/model.js';
+import { generate } from '../../../src/engine/generate.js';
 import { LoraResolver } from '../../../src/engine/lora-resolver.js';
 import { MergedUnets } from '../../../src/engine/merged-unets.js';
 import { LoraLibrary } from '../../../src/lora/index.js';
@@ -48,7 +49,9 @@ test('webgpu UNet output equals CPU within 1e-4 relative', { skip: enabled ? fal
   await cpu.release();
 });
 
-test('webgpu: LoRAs both ways (branched graph, merged-weights session) equal diffusers within 1e-4', { skip: enabled ? false : 'set LORASERVE_TEST_WEBGPU=1 on a machine with Vulkan (CI installs lavapipe)', timeout: 600_000 }, async () => {
+// Zero-size tensors crash onnxruntime-node's WebGPU provider (SIGSEGV), so untouched branches get rank-1 zeros
+// there (src/engine/model.ts); this test is what found it.
+test('webgpu: LoRAs both ways (branched graph, merged-weights session) and a whole render equal diffusers within 1e-4', { skip: enabled ? false : 'set LORASERVE_TEST_WEBGPU=1 on a machine with Vulkan (CI installs lavapipe)', timeout: 600_000 }, async () => {
   const dir = requireFixtures('tiny-sd15');
   const model = await loadModel(dir, { device: { kind: 'webgpu' } });
   const library = await LoraLibrary.open(join(dir, 'loras'));
@@ -66,6 +69,34 @@ test('webgpu: LoRAs both ways (branched graph, merged-weights session) equal dif
     assert.equal(hot.unet?.provider, 'webgpu');
     const b = compare((await hot.unet!.run(feeds)).out_sample.data as Float32Array, want);
     assert.ok(b.relL2 < 1e-4, `merged on webgpu relL2 ${b.relL2}`);
+
+    // The whole pipeline on webgpu (text encoder with its branches and textual-inversion input, UNet, VAE).
+    const name = 'euler_64x64_lora_catears@0.8';
+    const run = (refs.index.pipeline_runs as Record<string, { prompt: string; negative_prompt: string; guidance_scale: number; num_inference_steps: number }>)[name];
+    const res = await generate(
+      model,
+      {
+        prompt: run.prompt,
+        negativePrompt: run.negative_prompt,
+        steps: run.num_inference_steps,
+        cfgScale: run.guidance_scale,
+        sampler: 'euler',
+        scheduler: 'discrete',
+        flavor: 'native',
+        seed: 0,
+        rng: 'cpu',
+        width: 64,
+        height: 64,
+        batchSize: 1,
+        initialNoise: refs.f32(`pipe/${name}/latents_init`).data,
+        returnLatents: true,
+        loras: [{ name: 'catears', weight: 0.8 }],
+      },
+      {},
+      { loras: new LoraResolver(model, library) },
+    );
+    const c = compare(res.latents!.data, refs.f32(`pipe/${name}/latents_final`).data);
+    assert.ok(c.relL2 < 1e-4, `end-to-end latents on webgpu relL2 ${c.relL2}`);
   } finally {
     await merged.release();
     library.close();

@@ -187,3 +187,14 @@ test('arena-backed factors: a leased factor is never recycled while leased, even
   buildFeeds(plan, set(4), emptyFeeds(plan), cache, cache.lease());
   assert.ok(cache.arena.usedBytes >= before, 'the unleased hit kept set 3 pinned');
 });
+
+test('rank-1 "empty" feeds (for WebGPU, which crashes on zero-size tensors) are zeros of rank-1 shapes', () => {
+  const lin = branch('linear', 6, 5, [1, 1]);
+  const conv = { ...branch('conv', 6, 5, [3, 3]), index: 1, module: 'c', downInput: 'cd', upInput: 'cu' };
+  const feeds = emptyFeeds({ branches: [lin, conv], byModule: new Map() }, 1);
+  assert.deepEqual(feeds.d.dims, [1, 6]);
+  assert.deepEqual(feeds.u.dims, [5, 1]);
+  assert.deepEqual(feeds.cd.dims, [1, 6, 3, 3]);
+  assert.deepEqual(feeds.cu.dims, [5, 1, 1, 1]);
+  for (const t of Object.values(feeds)) assert.ok(t.data.length > 0 && (t.data as Float32Array).every((v) => v === 0));
+});
