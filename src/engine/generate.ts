@@ -102,6 +102,7 @@ async function render(
   sampling: ReturnType<typeof resolveSampling>,
   t0: number,
 ): Promise<RenderResult> {
+  const tStart = performance.now(); // LoRAs resolved (and a merged UNet built, if this render made one)
   const clock = new OrtClock();
   const sig = model.unetSig;
   const B = req.batchSize;
@@ -265,7 +266,7 @@ async function render(
       totalMs: tEnd - t0,
       loraMs: loras.ms,
       mergedUnet: loras.unet !== undefined,
-      textMs: tText - t0,
+      textMs: tText - tStart,
       denoiseMs: tLoop - tText,
       vaeMs: tVae - tLoop,
       encodeMs: tEnd - tVae,
