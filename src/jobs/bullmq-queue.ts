@@ -41,6 +41,7 @@ import type { FileRef } from './file-wire.js';
 import type { ModelInfo } from './protocol.js';
 import { recordFromJob, tombstoneRecord, eventsFromProgress, finalEventOf, infraError, type Stored } from './bullmq-records.js';
 import { replayEvents, summarize } from './job-records.js';
+import { JobSubscribers } from './job-subscribers.js';
 import {
   isFinal,
   isFinalEvent,
@@ -83,13 +84,6 @@ export interface BullmqQueueOptions {
   logger?: Logger;
 }
 
-interface Subscriber {
-  listener: JobListener;
-  active: boolean;
-  /** Live events that arrived while the replay was being read. */
-  buffer?: JobEvent[];
-}
-
 const MINUTE = 60_000;
 const ENDED_STATES = new Set(['completed', 'failed']);
 
@@ -110,8 +104,7 @@ export class BullmqQueue implements JobQueue {
   private readonly queue: Queue<WireJobData, WireOutcome>;
   private readonly events: QueueEvents;
   private readonly workers: BullmqRenderWorker[];
-  private readonly subs = new Map<string, Set<Subscriber>>();
-  private readonly allSubs = new Set<Subscriber>();
+  private readonly subs: JobSubscribers;
   private readonly workerWaiters = new Set<() => void>();
   private readonly totals = { submitted: 0, done: 0, failed: 0, cancelled: 0 };
   private avgRunMs = 5000;
@@ -122,6 +115,7 @@ export class BullmqQueue implements JobQueue {
 
   constructor(options: BullmqQueueOptions) {
     this.logger = options.logger ?? silentLogger;
+    this.subs = new JobSubscribers(this.logger);
     this.opts = {
       maxQueued: options.maxQueued ?? 32,
       defaultTimeoutMs: options.defaultTimeoutMs ?? 10 * MINUTE,
@@ -309,42 +303,30 @@ export class BullmqQueue implements JobQueue {
   }
 
   subscribe(id: string, listener: JobListener): Unsubscribe {
-    const sub: Subscriber = { listener, active: true, buffer: [] };
-    let set = this.subs.get(id);
-    if (!set) this.subs.set(id, (set = new Set()));
-    set.add(sub);
-    const drop = () => {
-      sub.active = false;
-      this.subs.get(id)?.delete(sub);
-      if (this.subs.get(id)?.size === 0) this.subs.delete(id);
-    };
+    const { sub, drop } = this.subs.add(id, listener, true);
     // Current state first (read from Redis), then the live events that came in meanwhile.
     this.read(id).then(
       (stored) => {
-        const buffered = sub.buffer ?? [];
-        sub.buffer = undefined;
-        if (!stored) return drop(); // unknown id: nothing is heard
+        if (!stored) {
+          drop(); // unknown id: nothing is heard
+          return this.subs.flush(sub, []);
+        }
         const replay = replayEvents(stored.record);
         const sawStart = replay.some((e) => e.type === 'started');
         const lastStep = stored.record.progress?.step ?? 0;
-        const live = buffered.filter((e) => !(sawStart && e.type === 'started') && !(e.type === 'progress' && e.step <= lastStep) && !(e.type === 'queued'));
-        for (const e of isFinal(stored.record.state) ? replay : [...replay, ...live]) this.deliver(sub, e);
+        const final = isFinal(stored.record.state);
+        this.subs.flush(sub, replay, (e) => !final && !(sawStart && e.type === 'started') && !(e.type === 'progress' && e.step <= lastStep) && !(e.type === 'queued'));
       },
       (err: unknown) => {
         this.logger.warn({ jobId: id, err: String(err) }, 'could not read job for a subscriber');
-        sub.buffer = undefined;
+        this.subs.flush(sub, [], () => false);
       },
     );
     return drop;
   }
 
   subscribeAll(listener: JobListener): Unsubscribe {
-    const sub: Subscriber = { listener, active: true };
-    this.allSubs.add(sub);
-    return () => {
-      sub.active = false;
-      this.allSubs.delete(sub);
-    };
+    return this.subs.addAll(listener);
   }
 
   async stats(): Promise<QueueStats> {
@@ -463,22 +445,7 @@ export class BullmqQueue implements JobQueue {
   }
 
   private emit(e: JobEvent): void {
-    const targets = [...(this.subs.get(e.id) ?? []), ...this.allSubs];
-    if (isFinalEvent(e)) this.subs.delete(e.id);
-    for (const s of targets) {
-      if (s.buffer) s.buffer.push(e);
-      else queueMicrotask(() => this.deliver(s, e));
-    }
-  }
-
-  private deliver(s: Subscriber, e: JobEvent): void {
-    if (!s.active) return;
-    if (isFinalEvent(e) && s !== undefined && !this.allSubs.has(s)) s.active = false;
-    try {
-      s.listener(e);
-    } catch (err) {
-      this.logger.error({ jobId: e.id, event: e.type, err: String(err) }, 'job event listener threw');
-    }
+    this.subs.emit(e);
   }
 
   private async liveWorkers(): Promise<WireWorkerEntry[]> {

@@ -14,6 +14,7 @@ import type { Logger } from '../core/logger.js';
 import { silentLogger } from '../core/logger.js';
 import type { RenderProgress, RenderRequest, RenderResult } from '../engine/request.js';
 import { finalEvent, replayEvents, summarize } from './job-records.js';
+import { JobSubscribers } from './job-subscribers.js';
 import type { ModelInfo } from './protocol.js';
 import {
   isFinal,
@@ -70,11 +71,6 @@ export interface LocalQueueOptions {
   logger?: Logger;
 }
 
-interface Subscriber {
-  listener: JobListener;
-  active: boolean;
-}
-
 interface Job {
   rec: JobRecord;
   request: RenderRequest;
@@ -110,8 +106,7 @@ export class LocalQueue implements JobQueue {
   private readonly waiting: Job[] = [];
   /** Ended job ids, oldest first (retention). */
   private readonly ended: string[] = [];
-  private readonly subs = new Map<string, Set<Subscriber>>();
-  private readonly allSubs = new Set<Subscriber>();
+  private readonly subs: JobSubscribers;
   private readonly totals = { submitted: 0, done: 0, failed: 0, cancelled: 0 };
   private accepting = true;
   private closing: Promise<void> | undefined;
@@ -122,6 +117,7 @@ export class LocalQueue implements JobQueue {
 
   constructor(options: LocalQueueOptions) {
     this.logger = options.logger ?? silentLogger;
+    this.subs = new JobSubscribers(this.logger);
     this.opts = {
       maxQueued: options.maxQueued ?? 32,
       defaultTimeoutMs: options.defaultTimeoutMs ?? 10 * MINUTE,
@@ -274,30 +270,16 @@ export class LocalQueue implements JobQueue {
   subscribe(id: string, listener: JobListener): Unsubscribe {
     const job = this.jobs.get(id);
     if (!job) return () => {};
-    const sub: Subscriber = { listener, active: true };
     // The current state is computed now and delivered before any event emitted after this call.
     const replay = replayEvents(job.rec);
-    if (!isFinal(job.rec.state)) {
-      let set = this.subs.get(id);
-      if (!set) this.subs.set(id, (set = new Set()));
-      set.add(sub);
-    }
-    queueMicrotask(() => {
-      for (const e of replay) this.deliver(sub, e);
-    });
-    return () => {
-      sub.active = false;
-      this.subs.get(id)?.delete(sub);
-    };
+    if (isFinal(job.rec.state)) return this.subs.replayOnly(listener, replay);
+    const { sub, drop } = this.subs.add(id, listener);
+    this.subs.flush(sub, replay);
+    return drop;
   }
 
   subscribeAll(listener: JobListener): Unsubscribe {
-    const sub: Subscriber = { listener, active: true };
-    this.allSubs.add(sub);
-    return () => {
-      sub.active = false;
-      this.allSubs.delete(sub);
-    };
+    return this.subs.addAll(listener);
   }
 
   async stats(): Promise<QueueStats> {
@@ -436,8 +418,7 @@ export class LocalQueue implements JobQueue {
     job.controller = undefined;
     this.totals[state]++;
     const final = finalEvent(rec);
-    this.emit(final);
-    this.subs.delete(rec.id);
+    this.emit(final); // also forgets the job's listeners
     this.ended.push(rec.id);
     this.prune();
     const log = { jobId: rec.id, ...rec.labels, state, worker: rec.worker, queuedMs: rec.timings.queuedMs, runMs: rec.timings.runMs };
@@ -464,20 +445,7 @@ export class LocalQueue implements JobQueue {
   }
 
   private emit(e: JobEvent): void {
-    const targets = [...(this.subs.get(e.id) ?? []), ...this.allSubs];
-    if (targets.length === 0) return;
-    queueMicrotask(() => {
-      for (const s of targets) this.deliver(s, e);
-    });
-  }
-
-  private deliver(s: Subscriber, e: JobEvent): void {
-    if (!s.active) return;
-    try {
-      s.listener(e);
-    } catch (err) {
-      this.logger.error({ jobId: e.id, event: e.type, err: String(err) }, 'job event listener threw');
-    }
+    this.subs.emit(e);
   }
 
   private prune(): void {
