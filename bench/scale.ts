@@ -17,6 +17,8 @@
  *      1 and 2 closed-loop clients, affinity routing on vs off: warm-LoRA hit rate (jobs whose set was already
  *      prepared on the worker that ran them) and throughput;
  *   3. the added latency of the Redis path over the in-process path for one small render (sequential, median).
+ * Merged-weights UNets are off here (`--lora-merge-after off`): this measures queueing and LoRA-cache affinity,
+ * and a hot set's build mid-run (~0.5 s on tiny) would outweigh the few-second runs; bench/lora measures them.
  */
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,6 +33,8 @@ import { RenderHost } from '../src/jobs/render-host.js';
 import { synthesize } from '../src/synth/index.js';
 import { startRedis } from '../test/helpers/redis.js';
 import { smallRequest } from '../test/helpers/small-render.js';
+
+const NO_MERGE = { after: 'off' } as const;
 
 const { values } = parseArgs({
   options: {
@@ -89,7 +93,7 @@ async function bullmqCluster(workers: number, affinity = true, loraCacheBytes?: 
   const queueName = `bench-${++clusterNo}`;
   const ws = await Promise.all(
     Array.from({ length: workers }, async (_, i) => {
-      const host = await RenderHost.start(modelDir!, device, undefined, { loraDir, loraCacheBytes });
+      const host = await RenderHost.start(modelDir!, device, undefined, { loraDir, loraCacheBytes, loraMerge: NO_MERGE });
       return BullmqRenderWorker.start({ redisUrl: redis.url, host, device: 'cpu', id: `w${i}`, queueName });
     }),
   );
@@ -105,7 +109,7 @@ async function bullmqCluster(workers: number, affinity = true, loraCacheBytes?: 
 }
 
 async function localCluster(): Promise<Cluster> {
-  const queue = new LocalQueue({ modelDir, loraDir, devices: [device], maxQueued: 1000 });
+  const queue = new LocalQueue({ modelDir, loraDir, devices: [device], maxQueued: 1000, loraMerge: NO_MERGE });
   await queue.ready();
   return { queue, close: () => queue.close(0) };
 }
