@@ -3,6 +3,7 @@
  * cumulative histograms with `le` buckets, `_sum` and `_count`. Job figures come from the queue's events (so
  * they work for any JobQueue) and its stats; HTTP figures from an onResponse hook.
  */
+import { escapeLabel, formatValue } from '../core/prometheus.js';
 import type { JobEvent, JobQueue, QueueStats } from '../jobs/queue.js';
 import type { LoraProvider } from './providers.js';
 
@@ -24,20 +25,12 @@ export class Histogram {
 
   lines(name: string, labels = ''): string[] {
     const sep = labels ? `${labels},` : '';
-    const out = this.buckets.map((b, i) => `${name}_bucket{${sep}le="${fmt(b)}"} ${this.counts[i]}`);
+    const out = this.buckets.map((b, i) => `${name}_bucket{${sep}le="${formatValue(b)}"} ${this.counts[i]}`);
     out.push(`${name}_bucket{${sep}le="+Inf"} ${this.count}`);
     const braces = labels ? `{${labels}}` : '';
-    out.push(`${name}_sum${braces} ${fmt(this.sum)}`, `${name}_count${braces} ${this.count}`);
+    out.push(`${name}_sum${braces} ${formatValue(this.sum)}`, `${name}_count${braces} ${this.count}`);
     return out;
   }
-}
-
-function fmt(v: number): string {
-  return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(12)));
-}
-
-function esc(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
 }
 
 const JOB_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
@@ -92,7 +85,7 @@ export class Metrics {
   }
 
   onHttpResponse(method: string, route: string, status: number, seconds: number): void {
-    const key = `method="${esc(method)}",route="${esc(route)}",status="${status}"`;
+    const key = `method="${escapeLabel(method)}",route="${escapeLabel(route)}",status="${status}"`;
     this.http.set(key, (this.http.get(key) ?? 0) + 1);
     this.httpSeconds.observe(seconds);
   }
@@ -125,7 +118,7 @@ export class Metrics {
       'loraserve_worker_crashes_total',
       'counter',
       'Render threads that died (their job failed with WORKER_CRASHED; the thread was restarted).',
-      stats.workers.map((w) => `loraserve_worker_crashes_total{worker="${esc(w.id)}"} ${w.crashes}`),
+      stats.workers.map((w) => `loraserve_worker_crashes_total{worker="${escapeLabel(w.id)}"} ${w.crashes}`),
     );
     if (stats.affinity) {
       const a = stats.affinity;
@@ -154,7 +147,7 @@ export class Metrics {
       if (cache) rows.push(['library', cache]);
       for (const w of workerCaches) rows.push([`worker:${w.id}`, w.loraCache!]);
       const series = (field: Field, name: string) =>
-        rows.filter(([, c]) => c[field] !== undefined).map(([where, c]) => `${name}{cache="${esc(where)}"} ${c[field]}`);
+        rows.filter(([, c]) => c[field] !== undefined).map(([where, c]) => `${name}{cache="${escapeLabel(where)}"} ${c[field]}`);
       metric('loraserve_lora_cache_hits_total', 'counter', 'LoRA cache hits.', series('hits', 'loraserve_lora_cache_hits_total'));
       metric('loraserve_lora_cache_misses_total', 'counter', 'LoRA cache misses.', series('misses', 'loraserve_lora_cache_misses_total'));
       metric('loraserve_lora_cache_evictions_total', 'counter', 'LoRA cache evictions.', series('evictions', 'loraserve_lora_cache_evictions_total'));
