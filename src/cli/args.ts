@@ -65,5 +65,5 @@ export const LORA_MERGE_HELP = `  --lora-merge-after N   a LoRA set (same LoRAs 
                          merged into its weights: its steps then cost what the plain model's cost, the
                          render that builds it waits for the build; 'off' = always the branched graph
                          (LORA_MERGE_AFTER; default ${DEFAULT_LORA_MERGE_AFTER}; also applies to renders without LoRAs)
-  --lora-merge-mb N      memory the merged UNets may take together, each counted at the UNet's size
-                         (LORA_MERGE_MB; default a quarter of the RAM)`;
+  --lora-merge-mb N      memory each render worker's merged UNets may take together, each counted at the
+                         UNet's size (LORA_MERGE_MB; default a quarter of the RAM)`;
