@@ -5,6 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { RenderRequest } from '../../src/engine/request.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -76,4 +77,31 @@ export function compare(a: ArrayLike<number>, b: ArrayLike<number>): { maxAbs: n
     den += b[i] * b[i];
   }
   return { maxAbs, relL2: Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-30) };
+}
+
+/**
+ * The render request that replays diffusers' pipeline run `name` from ../shared/fixtures/tiny-sd15 (Euler,
+ * discrete schedule, 64×64, its own initial latents), with `loras` in the request list; latents returned.
+ */
+export function pipeRunRequest(name: string, loras: Array<{ name: string; weight: number }> = []): RenderRequest {
+  const refs = tinySd15Refs();
+  const run = (refs.index.pipeline_runs as Record<string, { prompt: string; negative_prompt: string; guidance_scale: number; num_inference_steps: number }>)[name];
+  if (!run) throw new Error(`fixtures: no pipeline run ${name}`);
+  return {
+    prompt: run.prompt,
+    negativePrompt: run.negative_prompt,
+    steps: run.num_inference_steps,
+    cfgScale: run.guidance_scale,
+    sampler: 'euler',
+    scheduler: 'discrete',
+    flavor: 'native',
+    seed: 0,
+    rng: 'cpu',
+    width: 64,
+    height: 64,
+    batchSize: 1,
+    initialNoise: refs.f32(`pipe/${name}/latents_init`).data,
+    returnLatents: true,
+    loras,
+  };
 }

@@ -13,7 +13,7 @@ import { generate } from '../../../src/engine/generate.js';
 import { LoraResolver } from '../../../src/engine/lora-resolver.js';
 import { MergedUnets } from '../../../src/engine/merged-unets.js';
 import { LoraLibrary } from '../../../src/lora/index.js';
-import { compare, requireFixtures, tinySd15Refs } from '../../helpers/fixtures.js';
+import { compare, pipeRunRequest, requireFixtures, tinySd15Refs } from '../../helpers/fixtures.js';
 
 const enabled = process.env.LORASERVE_TEST_WEBGPU === '1';
 
@@ -72,29 +72,7 @@ test('webgpu: LoRAs both ways (branched graph, merged-weights session) and a who
 
     // The whole pipeline on webgpu (text encoder with its branches and textual-inversion input, UNet, VAE).
     const name = 'euler_64x64_lora_catears@0.8';
-    const run = (refs.index.pipeline_runs as Record<string, { prompt: string; negative_prompt: string; guidance_scale: number; num_inference_steps: number }>)[name];
-    const res = await generate(
-      model,
-      {
-        prompt: run.prompt,
-        negativePrompt: run.negative_prompt,
-        steps: run.num_inference_steps,
-        cfgScale: run.guidance_scale,
-        sampler: 'euler',
-        scheduler: 'discrete',
-        flavor: 'native',
-        seed: 0,
-        rng: 'cpu',
-        width: 64,
-        height: 64,
-        batchSize: 1,
-        initialNoise: refs.f32(`pipe/${name}/latents_init`).data,
-        returnLatents: true,
-        loras: [{ name: 'catears', weight: 0.8 }],
-      },
-      {},
-      { loras: new LoraResolver(model, library) },
-    );
+    const res = await generate(model, pipeRunRequest(name, [{ name: 'catears', weight: 0.8 }]), {}, { loras: new LoraResolver(model, library) });
     const c = compare(res.latents!.data, refs.f32(`pipe/${name}/latents_final`).data);
     assert.ok(c.relL2 < 1e-4, `end-to-end latents on webgpu relL2 ${c.relL2}`);
   } finally {

@@ -15,7 +15,7 @@ import { LoraResolver } from '../../../src/engine/lora-resolver.js';
 import { MergedUnets } from '../../../src/engine/merged-unets.js';
 import type { LoraSpec } from '../../../src/engine/request.js';
 import { LoraLibrary } from '../../../src/lora/index.js';
-import { compare, kdiffRefs, requireFixtures, tinySd15Refs } from '../../helpers/fixtures.js';
+import { compare, kdiffRefs, pipeRunRequest, requireFixtures, tinySd15Refs } from '../../helpers/fixtures.js';
 
 let model: LoadedModel;
 let library: LoraLibrary;
@@ -103,29 +103,7 @@ for (const how of ['branches', 'merged'] as const)
 test(`end to end (${how}): diffusers euler_64x64_lora_catears@0.8 (same initial latents)`, async () => {
   const refs = tinySd15Refs();
   const name = 'euler_64x64_lora_catears@0.8';
-  const run = (refs.index.pipeline_runs as Record<string, { prompt: string; negative_prompt: string; guidance_scale: number; num_inference_steps: number }>)[name];
-  const res = await generate(
-    model,
-    {
-      prompt: run.prompt,
-      negativePrompt: run.negative_prompt,
-      steps: run.num_inference_steps,
-      cfgScale: run.guidance_scale,
-      sampler: 'euler',
-      scheduler: 'discrete',
-      flavor: 'native',
-      seed: 0,
-      rng: 'cpu',
-      width: 64,
-      height: 64,
-      batchSize: 1,
-      initialNoise: refs.f32(`pipe/${name}/latents_init`).data,
-      returnLatents: true,
-      loras: [{ name: 'catears', weight: 0.8 }],
-    },
-    {},
-    { loras: how === 'merged' ? mergedResolver : resolver },
-  );
+  const res = await generate(model, pipeRunRequest(name, [{ name: 'catears', weight: 0.8 }]), {}, { loras: how === 'merged' ? mergedResolver : resolver });
   const c = compare(res.latents!.data, refs.f32(`pipe/${name}/latents_final`).data);
   assert.ok(c.relL2 < 1e-4, `latents relL2 ${c.relL2}`);
   assert.ok((await imageDiff255(res.images[0].png, refs.f32(`pipe/${name}/image`).data)) <= 2);
