@@ -11,7 +11,7 @@ import type { Logger } from '../core/logger.js';
 import { silentLogger } from '../core/logger.js';
 import { LoraserveError } from '../core/errors.js';
 import { planLoraScales, unetLayoutFromModules, type LoraAdapter, type LoraLibrary, type LoraTarget, type UnetLayout } from '../lora/index.js';
-import { feedsForPlan, LoraFactorCache, type LoraFeeds } from './lora-feeds.js';
+import { feedsForPlan, LoraFactorCache, warmUpStacking, type LoraFeeds } from './lora-feeds.js';
 import type { LoadedModel } from './model.js';
 import type { MergedUnets } from './merged-unets.js';
 import type { LoraSpec } from './request.js';
@@ -82,6 +82,7 @@ export class LoraResolver {
    * memory, only slower.
    */
   prepare(): void {
+    warmUpStacking();
     this.factors.topUp(Math.min(this.factors.maxBytes, Math.max(this.headroom, this.largestSet)));
   }
 
