@@ -23,7 +23,7 @@
  */
 import { LoraserveError } from '../core/errors.js';
 import type { TargetLayer } from './graph-modules.js';
-import { DataType, onnx } from './proto.js';
+import { DataType, onnx, valueInfo } from './proto.js';
 
 export interface LoraBranch {
   /** Position in the plan; feeds are named from it. */
@@ -50,12 +50,6 @@ export function branchInputNames(index: number): { down: string; up: string } {
 }
 
 
-function valueInfo(name: string, elemType: number, dims: Array<number | string>): onnx.IValueInfoProto {
-  return {
-    name,
-    type: { tensorType: { elemType, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
-  };
-}
 
 const TRANSPOSE_2D: onnx.IAttributeProto = { name: 'perm', type: onnx.AttributeProto.AttributeType.INTS, ints: [1, 0] };
 

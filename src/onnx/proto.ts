@@ -70,6 +70,14 @@ export function tensorByteLength(t: onnx.ITensorProto): number {
   return tensorDims(t).reduce((a, b) => a * b, 1) * elementSize(t.dataType ?? 0);
 }
 
+/** A graph input/output declaration: numbers are fixed dims, strings symbolic ones. */
+export function valueInfo(name: string, elemType: number, dims: ReadonlyArray<number | string>): onnx.IValueInfoProto {
+  return {
+    name,
+    type: { tensorType: { elemType, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
+  };
+}
+
 export interface LoadedModelProto {
   model: onnx.ModelProto;
   /** Folder of model.onnx: external-data locations are relative to it. */

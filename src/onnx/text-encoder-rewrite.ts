@@ -28,7 +28,7 @@
 import { LoraserveError } from '../core/errors.js';
 import { float32ToFloat16Array } from '../tensor/float16.js';
 import type { HostTensor } from '../tensor/host-tensor.js';
-import { DataType, onnx, tensorDims } from './proto.js';
+import { DataType, onnx, tensorDims, valueInfo } from './proto.js';
 
 export const EXTRA_EMBEDDINGS_INPUT = 'extra_token_embeddings';
 export const skipOutputName = (k: number): string => `hidden_state_skip_${k}`;
@@ -142,12 +142,6 @@ function elemTypeName(t: number): 'float32' | 'float16' {
   throw new LoraserveError('MODEL_INVALID', `text encoder token table is ${t}, not float32/float16`);
 }
 
-function valueInfo(name: string, elemType: number, dims: Array<number | string>): onnx.IValueInfoProto {
-  return {
-    name,
-    type: { tensorType: { elemType, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
-  };
-}
 
 /**
  * The copied layer norm reads the same tensor as the next encoder layer's layer_norm1. Were its ReduceMean(x)

@@ -25,7 +25,7 @@ import type { HostTensor } from '../tensor/host-tensor.js';
 import { numel } from '../tensor/host-tensor.js';
 import type { TargetLayer } from './graph-modules.js';
 import { materializeVariant } from './materialize.js';
-import { DataType, dataTypeName, encodeModel, externalDataOf, initializerBytes, onnx, readModel, tensorDims } from './proto.js';
+import { DataType, dataTypeName, encodeModel, externalDataOf, initializerBytes, onnx, readModel, tensorDims, valueInfo } from './proto.js';
 import { OnnxSession } from './runtime.js';
 
 export interface LayerDelta {
@@ -45,10 +45,6 @@ export interface MergedModelOptions {
 }
 
 type Variant = 'transposed' | 'plain';
-
-function valueInfo(name: string, elemType: number, dims: string[]): onnx.IValueInfoProto {
-  return { name, type: { tensorType: { elemType, shape: { dim: dims.map((d) => ({ dimParam: d })) } } } };
-}
 
 /** Y = Gemm(X, Y, C): transposed = Xᵀ·Yᵀ + C (in_out layout), plain = X·Y + C; fp16 through float32. */
 function mergeGraph(variant: Variant, elemType: number): Uint8Array {

@@ -11,7 +11,7 @@
  * Weights are not stored here: each initializer carries a recipe, and its bytes are produced on demand
  * while the model is written (see onnx/proto.ts writeModel), so a billion-parameter UNet never sits in memory.
  */
-import { DataType, onnx, type PendingInitializer } from '../onnx/proto.js';
+import { DataType, onnx, valueInfo, type PendingInitializer } from '../onnx/proto.js';
 import { fillUniform, streamSeed } from './prng.js';
 
 export type Attr =
@@ -198,14 +198,3 @@ function attribute(name: string, v: Attr): onnx.IAttributeProto {
   return { name, type: T.TENSOR, t: v.t };
 }
 
-function valueInfo(name: string, elemType: number, dims: Array<number | string>): onnx.IValueInfoProto {
-  return {
-    name,
-    type: {
-      tensorType: {
-        elemType,
-        shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
-      },
-    },
-  };
-}
