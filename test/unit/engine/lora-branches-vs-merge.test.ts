@@ -73,6 +73,16 @@ function folderBytes(dir: string): number {
   return readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
 }
 
+/** The same UNet inputs for every comparison: CFG batch 2 at 8×8 latents, t = 500. */
+function unetInputs(): Record<string, HostTensor> {
+  const sig = model.unetSig;
+  return {
+    [sig.sample]: { type: 'float32', data: Float32Array.from({ length: 2 * 4 * 64 }, (_, i) => Math.sin(i)), dims: [2, 4, 8, 8] },
+    [sig.timestep]: { type: 'float32', data: new Float32Array([500, 500]), dims: [2] },
+    [sig.context]: { type: 'float32', data: Float32Array.from({ length: 2 * 77 * sig.contextDim }, (_, i) => Math.cos(i)), dims: [2, 77, sig.contextDim] },
+  };
+}
+
 function relL2(a: Float32Array, b: Float32Array): number {
   let n = 0, d = 0;
   for (let i = 0; i < a.length; i++) { n += (a[i] - b[i]) ** 2; d += b[i] ** 2; }
@@ -87,11 +97,7 @@ const specs: LoraSpec[] = [
 
 test('UNet: branches (kohya + LoCon 3x3 + PEFT at 0.7 / -0.4 / 1.3) equal merged weights', async () => {
   const sig = model.unetSig;
-  const feeds: Record<string, HostTensor> = {
-    [sig.sample]: { type: 'float32', data: Float32Array.from({ length: 2 * 4 * 64 }, (_, i) => Math.sin(i)), dims: [2, 4, 8, 8] },
-    [sig.timestep]: { type: 'float32', data: new Float32Array([500, 500]), dims: [2] },
-    [sig.context]: { type: 'float32', data: Float32Array.from({ length: 2 * 77 * sig.contextDim }, (_, i) => Math.cos(i)), dims: [2, 77, sig.contextDim] },
-  };
+  const feeds = unetInputs();
   const { feeds: lora } = await resolver.resolve(specs);
   const branched = (await model.unet.run({ ...feeds, ...lora.unet }))[sig.output].data as Float32Array;
   const merged = await mergedSession('unet', 'unet', specs);
@@ -106,11 +112,7 @@ test('UNet: branches (kohya + LoCon 3x3 + PEFT at 0.7 / -0.4 / 1.3) equal merged
 
 test('UNet: rank-0 feeds give the unmodified graph\'s output bit for bit', async () => {
   const sig = model.unetSig;
-  const feeds: Record<string, HostTensor> = {
-    [sig.sample]: { type: 'float32', data: Float32Array.from({ length: 2 * 4 * 64 }, (_, i) => Math.sin(i)), dims: [2, 4, 8, 8] },
-    [sig.timestep]: { type: 'float32', data: new Float32Array([500, 500]), dims: [2] },
-    [sig.context]: { type: 'float32', data: Float32Array.from({ length: 2 * 77 * sig.contextDim }, (_, i) => Math.cos(i)), dims: [2, 77, sig.contextDim] },
-  };
+  const feeds = unetInputs();
   const plain = await OnnxSession.create(join(tiny.modelDir, 'unet', 'model.onnx'), { device: { kind: 'cpu' }, label: 'unet (unmodified)' });
   const reference = (await plain.run(feeds))[sig.output].data as Float32Array;
   await plain.release();
@@ -133,11 +135,7 @@ test('text encoder: branches equal merged weights', async () => {
 
 test('merged UNet sessions (src/engine/merged-unets.ts) match the branches, and are built on the (after+1)-th use', async () => {
   const sig = model.unetSig;
-  const feeds: Record<string, HostTensor> = {
-    [sig.sample]: { type: 'float32', data: Float32Array.from({ length: 2 * 4 * 64 }, (_, i) => Math.sin(i)), dims: [2, 4, 8, 8] },
-    [sig.timestep]: { type: 'float32', data: new Float32Array([500, 500]), dims: [2] },
-    [sig.context]: { type: 'float32', data: Float32Array.from({ length: 2 * 77 * sig.contextDim }, (_, i) => Math.cos(i)), dims: [2, 77, sig.contextDim] },
-  };
+  const feeds = unetInputs();
   const merged = new MergedUnets(model, { after: 1, maxBytes: 2 * folderBytes(join(tiny.modelDir, 'unet')) });
   const withMerge = new LoraResolver(model, library, { merged });
   try {
