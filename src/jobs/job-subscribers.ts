@@ -74,11 +74,6 @@ export class JobSubscribers {
     }
   }
 
-  /** Forgets a job's listeners (its record is gone). */
-  forget(id: string): void {
-    this.byJob.delete(id);
-  }
-
   private deliver(s: Subscriber, e: JobEvent): void {
     if (!s.active) return;
     if (isFinalEvent(e) && !this.all.has(s)) s.active = false;

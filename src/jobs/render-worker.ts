@@ -116,7 +116,11 @@ function loraCacheStats() {
   const m = merged?.stats();
   return {
     ...resolver.counters,
-    ...(m ? { mergedSessions: m.sessions, mergedBuilds: m.builds, mergedHits: m.hits } : {}), entries: c.entries, bytes: c.bytes + resolver.stackedBytes, cached: model ? library.cachedNames([...model.lora.te.targets, ...model.lora.unet.targets]) : [] };
+    ...(m ? { mergedSessions: m.sessions, mergedBuilds: m.builds, mergedHits: m.hits } : {}),
+    entries: c.entries,
+    bytes: c.bytes + resolver.stackedBytes,
+    cached: model ? library.cachedNames([...model.lora.te.targets, ...model.lora.unet.targets]) : [],
+  };
 }
 
 // One message at a time, in order: a render never overlaps a load.
