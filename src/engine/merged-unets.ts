@@ -11,13 +11,13 @@
  * `after` undefined turns merging off (every render on the branches: results stable to the last bit
  * between a set's first and later renders; merged and branched agree to ~1e-6 relative, not bit for bit).
  */
-import { readdirSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import type { Logger } from '../core/logger.js';
 import { silentLogger } from '../core/logger.js';
 import type { OnnxSession } from '../onnx/runtime.js';
 import { openMergedModel, type LayerDelta } from '../onnx/weight-merge.js';
 import type { FeedSet } from './lora-feeds.js';
+import { unetExportBytes } from './model-hash.js';
 import type { LoadedModel } from './model.js';
 
 export interface MergeOptions {
@@ -40,12 +40,6 @@ export interface MergeStats {
 /** How many renders of each key were seen (bounded: a long-running server sees endless weight tweaks). */
 const MAX_TRACKED_KEYS = 1024;
 
-function folderBytes(dir: string): number {
-  let n = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isFile()) n += statSync(join(dir, e.name)).size;
-  return n;
-}
-
 export class MergedUnets {
   private readonly uses = new Map<string, number>();
   private readonly sessions = new Map<string, OnnxSession>();
@@ -59,11 +53,11 @@ export class MergedUnets {
     private readonly opts: MergeOptions = {},
   ) {
     this.logger = opts.logger ?? silentLogger;
-    this.unetBytes = folderBytes(dirname(model.files.unet));
+    this.unetBytes = unetExportBytes(dirname(model.files.unet));
     this.capacity = opts.after === undefined ? 0 : Math.min(16, Math.floor((opts.maxBytes ?? 0) / Math.max(1, this.unetBytes)));
   }
 
-  /** What one merged session is counted as: the UNet folder's bytes (model.onnx and its external data). */
+  /** What one merged session is counted as: the export's UNet files (model.onnx and its external data). */
   readonly unetBytes: number;
 
   stats(): MergeStats {
