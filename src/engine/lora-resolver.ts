@@ -44,7 +44,8 @@ export function noLoras(model: LoadedModel): ResolvedLoras {
 const HEADROOM_RANK = 32;
 
 export class LoraResolver {
-  private readonly targets: LoraTarget[];
+  /** Text-encoder then UNet targets, one array for the resolver's life (the library keys its cache by it). */
+  readonly targets: readonly LoraTarget[];
   private readonly layout: UnetLayout;
   private readonly factors: LoraFactorCache;
   /** Adapters resolved before (a new object after a library eviction or a file change counts as a miss). */

@@ -119,7 +119,7 @@ function loraCacheStats() {
     ...(m ? { mergedSessions: m.sessions, mergedBuilds: m.builds, mergedHits: m.hits } : {}),
     entries: c.entries,
     bytes: c.bytes + resolver.stackedBytes,
-    cached: model ? library.cachedNames([...model.lora.te.targets, ...model.lora.unet.targets]) : [],
+    cached: library.cachedNames(resolver.targets),
   };
 }
 

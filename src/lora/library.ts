@@ -81,6 +81,11 @@ function errorJson(e: unknown): { code: string; message: string } {
   return { code: le.code, message: le.message };
 }
 
+/** The parsed-adapter cache key: this file's current version, parsed for these targets. */
+function adapterKey(e: LoraFileEntry, targets: readonly LoraTarget[]): string {
+  return `${e.file}|${e.size}|${e.mtimeMs}|${targetsKey(targets)}`;
+}
+
 /** A stable fingerprint of a target list, so adapters parsed for one model are not served to another. */
 const targetKeys = new WeakMap<readonly LoraTarget[], string>();
 function targetsKey(targets: readonly LoraTarget[]): string {
@@ -303,7 +308,7 @@ export class LoraLibrary {
     } catch (err) {
       return Promise.reject(err);
     }
-    const key = `${e.file}|${e.size}|${e.mtimeMs}|${targetsKey(targets)}`;
+    const key = adapterKey(e, targets);
     const hit = this.adapters.get(key);
     if (hit) return Promise.resolve(hit);
     const running = this.inflight.get(key);
@@ -323,9 +328,8 @@ export class LoraLibrary {
 
   /** Names whose current file is parsed for these targets and held in the cache (what a worker has warm). */
   cachedNames(targets: readonly LoraTarget[]): string[] {
-    const tk = targetsKey(targets);
     const out: string[] = [];
-    for (const e of this.entries.values()) if (this.adapters.has(`${e.file}|${e.size}|${e.mtimeMs}|${tk}`)) out.push(e.name);
+    for (const e of this.entries.values()) if (this.adapters.has(adapterKey(e, targets))) out.push(e.name);
     return out.sort();
   }
 
