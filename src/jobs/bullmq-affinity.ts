@@ -39,6 +39,11 @@ export function loraSetKey(request: Pick<RenderRequest, 'prompt' | 'loras'>, fil
   }
 }
 
+/** The LoRA names in a loraSetKey, without their file hashes. */
+export function loraSetNames(key: string): string[] {
+  return key ? key.split('+').map((n) => n.replace(/@[0-9a-f]+$/, '')) : [];
+}
+
 /** The LoRA sets a worker rendered last, most recent first; bounded like the caches that keep them prepared. */
 export class WarmSets {
   private readonly keys: string[] = [];

@@ -25,7 +25,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFilesAtomic } from '../core/fs-atomic.js';
 import type { RenderProgress, RenderResult } from '../engine/request.js';
-import { loraSetKey, moveWorkerQueueJobs, WarmSets } from './bullmq-affinity.js';
+import { loraSetKey, loraSetNames, moveWorkerQueueJobs, WarmSets } from './bullmq-affinity.js';
 import {
   DEFAULT_PREFIX,
   DEFAULT_QUEUE_NAME,
@@ -171,7 +171,7 @@ export class BullmqRenderWorker {
     const cached = this.opts.host.loraCache?.cached;
     if (!cached) return this.warm.list();
     const have = new Set(cached);
-    return this.warm.list().filter((set) => set.split('+').every((n) => have.has(n.replace(/@[0-9a-f]+$/, ''))));
+    return this.warm.list().filter((set) => loraSetNames(set).every((n) => have.has(n)));
   }
 
   /** This worker's registry view and job counts (the worker role's GET /health and GET /metrics). */

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Queue, Worker } from 'bullmq';
-import { loraSetKey, WarmSets, warmCandidates } from '../../../src/jobs/bullmq-affinity.js';
+import { loraSetKey, loraSetNames, WarmSets, warmCandidates } from '../../../src/jobs/bullmq-affinity.js';
 import { BullmqQueue } from '../../../src/jobs/bullmq-queue.js';
 import { BullmqRenderWorker } from '../../../src/jobs/bullmq-worker.js';
 import { encodeRequest, redisOptionsFromUrl, workerQueueName, wireKeys, type WireJobData, type WireWorkerEntry } from '../../../src/jobs/bullmq-wire.js';
@@ -24,6 +24,14 @@ test('loraSetKey: tags and the request list, deduplicated and sorted; none is em
   assert.equal(loraSetKey({ prompt: '<lora:alpha:0.2>', loras: [{ name: 'alpha', weight: 0.9 }] }), 'alpha');
   // A prompt the worker will refuse (dyn=) needs no routing.
   assert.equal(loraSetKey({ prompt: '<lora:alpha:1:dyn=4>' }), '');
+});
+
+test('loraSetNames: the names back out of a key, file hashes dropped', () => {
+  const files = [{ kind: 'lora' as const, name: 'alpha', sha256: 'ab'.repeat(32) }];
+  const key = loraSetKey({ prompt: '<lora:alpha:1> <lora:beta:0.5>' }, files);
+  assert.equal(key, `alpha@${'ab'.repeat(6)}+beta`);
+  assert.deepEqual(loraSetNames(key), ['alpha', 'beta']);
+  assert.deepEqual(loraSetNames(''), []);
 });
 
 test('WarmSets: most recent first, bounded, empty key ignored', () => {
